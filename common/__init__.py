@@ -1,0 +1,1 @@
+"""Small helpers shared by every stage: atomic file writes, JSONL I/O, one-line input errors."""

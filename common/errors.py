@@ -1,0 +1,35 @@
+"""One-line errors for bad input.
+
+Every stage raises `InputError` for problems the user can fix (a wrong path, a bad row, a missing tool).
+`cli_main` turns it into one line on stderr and exit code 2, so scripts and `make` stop at once.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class InputError(Exception):
+    """A problem with the user's input, reported as one line: `file:row: field: message`."""
+
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
+                 field: str | None = None):
+        self.file, self.row, self.field, self.message = file, row, field, message
+        where = ''.join([f'{file}' if file else '', f':{row}' if row is not None else '',
+                         f': {field}' if field else ''])
+        super().__init__(f'{where}: {message}' if where else message)
+
+
+def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorate a CLI entry point: InputError -> `error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return fn(*args, **kwargs) or 0
+        except InputError as e:
+            print(f'error: {e}', file=sys.stderr)
+            raise SystemExit(2)
+
+    return wrapper
