@@ -1,0 +1,112 @@
+# Medico 2026 recipes: Kvasir-VQA-x1 -> ms-swift fine-tuning -> fast inference -> scored, validated submissions.
+# The whole run, on GPU nodes with the hub:
+#   make setup && make prepare && make sft && make export && make infer && make score && make submit-task1 && make submit-task2
+# Offline on a CPU, the same targets on a tiny model and synthetic data:  make demo
+# `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      ?= $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.medico-setup
+
+# ---- data ---------------------------------------------------------------------------------------------------------
+DATASET ?= SimulaMet/Kvasir-VQA-x1#     hub id, or a local copy: parquet file / folder of parquet files / save_to_disk folder
+IMAGES  ?=#                             folder of <img_id>.jpg for a local copy (default: the copy's own image column/folder)
+DATA    ?= data/prepared#               where `make prepare` writes images, ms-swift JSONL, subsets, stats
+AUG_K   ?= 10#                          weakly augmented variants per image (1 = the official one-variant layout)
+PREPARE_ARGS ?=#                        extra flags, e.g. --curriculum --train-on-test --lenient --system-prompt "..."
+# ---- training -----------------------------------------------------------------------------------------------------
+RECIPE  ?= recipes/qwen2_5_vl/7B_lora.args
+RUN     ?= runs/$(basename $(notdir $(RECIPE)))
+MODEL   ?=#                             sft: override the recipe's base model; infer/submit: the model to run (default $(RUN)/merged)
+RESUME  ?=#                             RESUME=1 continues `make sft` from the latest checkpoint in $(RUN)
+SFT_ARGS ?=#                            extra ms-swift flags appended last (they win)
+HUB_MODEL_ID ?=#                        `make export` pushes the merged model here when a hub token is present
+# ---- inference and scoring ----------------------------------------------------------------------------------------
+SPLIT   ?= task1_public-original#       <split>-<setting>: split in train val test task1_public task2_val; setting original augmented
+INFER_MODEL = $(if $(MODEL),$(MODEL),$(RUN)/merged)
+PRED    ?= preds/$(notdir $(RUN))/$(SPLIT).jsonl
+BACKEND ?= auto#                        auto = vLLM when installed and a GPU is visible, else ms-swift transformers
+INFER_ARGS ?=#                          e.g. --max-new-tokens 64 --batch-size 32 --logprobs
+REPORT  ?= $(basename $(PRED))-report
+# ---- submission ---------------------------------------------------------------------------------------------------
+HUB_REPO ?=#                            user/name of the Hugging Face model repo the organizers will run
+TEAM    ?= submission/team.json#        team details (copy submission/team.example.json and fill it in)
+NAME    ?= $(notdir $(RUN))
+SUBMIT  ?=#                             SUBMIT=1: also call `medvqa validate_and_submit` (asks for confirmation)
+DRY_RUN ?=#                             DRY_RUN=1: build + check offline, never upload
+SUBMIT_DATASET ?=#                      local copy for the offline dry run of the generated script
+# ---- demo (offline, CPU) ------------------------------------------------------------------------------------------
+DEMO    ?= build/demo
+TINY_MODEL ?= models/tiny-qwen2.5-vl
+
+RUN_PY = $(PY)
+OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
+
+.PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets sft export infer score baseline \
+        submit-task1 submit-task2 bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## create .venv with the pinned requirements (GPU set if a GPU is present; DEVICE=cpu|gpu overrides) + NLTK data
+	bash scripts/setup.sh
+
+$(SETUP_STAMP): requirements.txt requirements-cpu.txt requirements-base.txt requirements-dev.txt scripts/setup.sh
+	bash scripts/setup.sh
+
+test: $(SETUP_STAMP) ## run every test (unit + slow end-to-end), as CI does
+	$(PY) -m pytest
+
+test-fast: $(SETUP_STAMP) ## run the fast unit tests only
+	$(PY) -m pytest -m "not slow"
+
+tiny-model: $(SETUP_STAMP) ## build the tiny random Qwen2.5-VL (real tokenizer) offline into TINY_MODEL
+	$(PY) -m training.tiny_model --out $(TINY_MODEL)
+
+synthetic: $(SETUP_STAMP) ## write a synthetic Kvasir-VQA-x1 copy with known geometry into OUT (default $(DEMO)/synthetic)
+	$(PY) -m data_prep.synthetic --out $(or $(OUT),$(DEMO)/synthetic) --images $(or $(IMAGES_N),48) --seed 0
+
+prepare: $(SETUP_STAMP) ## DATASET -> images, augmented variants, splits, organizer subsets, ms-swift JSONL in DATA
+	$(PY) -m data_prep.prepare --dataset $(DATASET) $(if $(IMAGES),--images $(IMAGES)) --out $(DATA) \
+	  --aug-k $(AUG_K) $(PREPARE_ARGS)
+
+subsets: $(SETUP_STAMP) ## write the organizers' task-1/task-2 subsets of DATASET into OUT (no images needed)
+	$(PY) -m data_prep.subsets --dataset $(DATASET) --out $(or $(OUT),$(DATA)/subsets)
+
+sft: $(SETUP_STAMP) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
+	$(PY) -m training.launch --recipe $(RECIPE) --data $(DATA) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
+	  $(if $(RESUME),--resume) $(if $(SFT_ARGS),-- $(SFT_ARGS))
+
+export: $(SETUP_STAMP) ## merge RUN's LoRA into RUN/merged, check it answers like the adapter (HUB_MODEL_ID= pushes it)
+	$(PY) -m training.export --run $(RUN) --out $(RUN)/merged --check-data $(DATA)/swift/val-original.jsonl \
+	  $(if $(HUB_MODEL_ID),--hub-model-id $(HUB_MODEL_ID))
+
+infer: $(SETUP_STAMP) ## answer DATA/swift/SPLIT.jsonl with MODEL (default RUN/merged) into PRED
+	$(PY) -m inference.predict --model $(INFER_MODEL) --data $(DATA)/swift/$(SPLIT).jsonl --out $(PRED) \
+	  --backend $(BACKEND) $(INFER_ARGS)
+
+score: $(SETUP_STAMP) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
+	$(PY) -m eval.score $(PRED) --report $(REPORT)
+
+baseline: $(SETUP_STAMP) ## language-prior baselines (no image) on SPLIT, scored like a model
+	$(PY) -m eval.baseline --train $(DATA)/swift/train-original.meta.jsonl --eval $(DATA)/swift/$(SPLIT).meta.jsonl \
+	  --out preds/baseline
+
+submit-task1: $(SETUP_STAMP) ## build, check and (with a token) upload the Subtask 1 repo for MODEL to HUB_REPO
+	$(PY) -m submission.task1 --model $(INFER_MODEL) --hub-repo $(HUB_REPO) --name $(NAME) --team $(TEAM) \
+	  $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+
+submit-task2: $(SETUP_STAMP) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
+	$(PY) -m submission.task2 --model $(INFER_MODEL) --hub-repo $(HUB_REPO) --name $(NAME) --team $(TEAM) \
+	  $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+
+demo: $(SETUP_STAMP) ## the whole path offline on CPU: tiny model + synthetic data through every target above
+	bash scripts/demo.sh $(DEMO)
+
+bench: $(SETUP_STAMP) ## run the CPU benchmarks (tables printed and written under bench/results/)
+	bash scripts/bench.sh
+
+clean: ## remove build outputs (not .venv, data or runs)
+	rm -rf build submission/build .pytest_cache

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole mission path offline on a CPU, through the same `make` targets a GPU user runs:
+# synthetic Kvasir-VQA-x1 copy + tiny random Qwen2.5-VL -> prepare -> sft (LoRA) -> export (merge) -> infer
+# (original + augmented images) -> score -> submit-task1 and submit-task2 as dry runs.
+# Usage: bash scripts/demo.sh [DEMO_DIR]   (default build/demo). Outputs only under DEMO_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-build/demo}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
+export MAX_PIXELS=${MAX_PIXELS:-50176}   # 64 image tokens per frame keeps the CPU run short
+start=$(date +%s)
+step() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
+M="make --no-print-directory"
+COMMON="DATA=$D/prepared RUN=$D/run NAME=demo"
+
+step "tiny model + synthetic dataset"
+$M tiny-model TINY_MODEL=$D/tiny-model
+$M synthetic OUT=$D/synthetic IMAGES_N=${DEMO_IMAGES:-48}
+
+step "prepare (original + 2 augmented variants per image)"
+$M prepare DATASET=$D/synthetic DATA=$D/prepared AUG_K=2
+
+step "sft (LoRA, tiny CPU recipe)"
+$M sft RECIPE=recipes/tiny/qwen2_5_vl_lora_cpu.args MODEL=$D/tiny-model $COMMON
+
+step "export (merge LoRA, check merged == adapter)"
+$M export $COMMON
+
+for split in test-original test-augmented task1_public-original task2_val-original; do
+  step "infer $split"
+  $M infer $COMMON SPLIT=$split PRED=$D/preds/$split.jsonl BACKEND=transformers INFER_ARGS="--max-new-tokens 24 --logprobs"
+  step "score $split"
+  $M score PRED=$D/preds/$split.jsonl REPORT=$D/reports/$split
+done
+
+step "submit-task1 (dry run: build, regex check, run the generated script offline, validate)"
+$M submit-task1 $COMMON HUB_REPO=demo-user/medico2026-task1-demo TEAM=submission/team.demo.json \
+  SUBMIT_DATASET=$D/synthetic DRY_RUN=1
+
+step "submit-task2 (dry run: explanations, boxes, heatmaps, calibrated confidence, strict validation)"
+$M submit-task2 $COMMON HUB_REPO=demo-user/medico2026-task2-demo TEAM=submission/team.demo.json \
+  SUBMIT_DATASET=$D/synthetic DRY_RUN=1
+
+step "done in $(( $(date +%s) - start ))s. Artefacts:"
+cat <<EOF
+  tiny model           $D/tiny-model
+  synthetic dataset    $D/synthetic
+  prepared data        $D/prepared   (swift/*.jsonl, subsets/, stats/report.md)
+  training run         $D/run        (checkpoints; merged model in $D/run/merged)
+  predictions          $D/preds/*.jsonl
+  score reports        $D/reports/*/
+  task 1 submission    submission/build/task1/demo/
+  task 2 submission    submission/build/task2/demo/
+EOF
