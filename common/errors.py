@@ -16,9 +16,9 @@ class InputError(Exception):
     def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
                  field: str | None = None):
         self.file, self.row, self.field, self.message = file, row, field, message
-        where = ''.join([f'{file}' if file else '', f':{row}' if row is not None else '',
-                         f': {field}' if field else ''])
-        super().__init__(f'{where}: {message}' if where else message)
+        location = f'{file or ""}{f":{row}" if row is not None else ""}'
+        parts = [p for p in (location, field, message) if p]
+        super().__init__(': '.join(parts))
 
 
 def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:

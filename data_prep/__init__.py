@@ -1,0 +1,1 @@
+"""Stage 1: the dataset — local copies, the synthetic generator, organizer subsets, and `make prepare`."""

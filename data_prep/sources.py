@@ -1,0 +1,218 @@
+"""Where the Kvasir-VQA-x1 rows and images come from: the hub, or a local copy in one of three layouts.
+
+    python -m data_prep.sources --dataset D [--images DIR]      # check a source: splits, rows, first image
+    python -m data_prep.sources --dataset D --download-images DIR  # hub only: SimulaMet-HOST/Kvasir-VQA images
+
+Local copies: a parquet file (one split: `test` if its name says so, else `train`), a folder of parquet files whose
+names contain `train` / `test` (searched recursively, e.g. the hub layout data/train-00000-of-00001.parquet), or a
+`datasets` save_to_disk folder. Row order is kept exactly: the organizers' subsets depend on it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.errors import InputError, cli_main
+from data_prep.schema import REQUIRED_COLUMNS
+
+HUB_DATASET = 'SimulaMet/Kvasir-VQA-x1'
+HUB_IMAGES = 'SimulaMet-HOST/Kvasir-VQA'  # the x1 rows reference these images by img_id (split "raw")
+SPLITS = ('train', 'test')
+LAYOUTS = ('a parquet file, a folder of *train*/*test* parquet files, a save_to_disk folder, or the hub id '
+           + HUB_DATASET)
+
+
+def _split_of(path: Path) -> str | None:
+    name = path.name.lower()
+    return 'test' if 'test' in name else 'train' if 'train' in name else None
+
+
+def _check_parquet(path: Path) -> None:
+    """Fail early, naming the file, when it is not parquet or lacks a required column."""
+    import pyarrow.parquet as pq
+    try:
+        names = pq.read_schema(path).names
+    except Exception as e:  # pyarrow raises several types for non-parquet input
+        raise InputError(f'not a readable parquet file ({type(e).__name__}: {str(e).splitlines()[0]})',
+                         file=str(path)) from None
+    for col in REQUIRED_COLUMNS:
+        if col not in names:
+            raise InputError(f'missing required column (has: {", ".join(names)})', file=str(path), field=col)
+
+
+def _check_columns(ds, where: str) -> None:
+    for col in REQUIRED_COLUMNS:
+        if col not in ds.column_names:
+            raise InputError(f'missing required column (has: {", ".join(ds.column_names)})', file=where, field=col)
+
+
+def _from_parquet(files: dict[str, list[Path]]):
+    from datasets import load_dataset
+    for paths in files.values():
+        for p in paths:
+            _check_parquet(p)
+    # The packaged parquet builder keeps the files' row order (what the hub loader does for the official copy).
+    return load_dataset('parquet', data_files={s: [str(p) for p in ps] for s, ps in files.items()})
+
+
+def _from_disk(folder: Path):
+    from datasets import Dataset, DatasetDict, load_from_disk
+    try:
+        loaded = load_from_disk(str(folder))
+    except Exception as e:
+        raise InputError(f'not a readable save_to_disk folder ({type(e).__name__}: {e})', file=str(folder)) from None
+    if isinstance(loaded, Dataset):
+        loaded = DatasetDict({_split_of(folder) or 'train': loaded})
+    for split, ds in loaded.items():
+        _check_columns(ds, f'{folder}[{split}]')
+    return loaded
+
+
+def _from_hub(dataset: str):
+    from datasets import load_dataset
+    try:
+        dd = load_dataset(dataset)
+    except Exception as e:  # offline, unknown id, no access: all the user's to fix
+        offline = os.environ.get('HF_HUB_OFFLINE') == '1' or os.environ.get('HF_DATASETS_OFFLINE') == '1'
+        hint = ' (HF_HUB_OFFLINE=1 is set)' if offline else ''
+        raise InputError(f'not a local path, and loading it from the hub failed{hint}: {type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""}. Pass a local copy: {LAYOUTS}',
+                         file=dataset) from None
+    for split, ds in dd.items():
+        _check_columns(ds, f'{dataset}[{split}]')
+    return dd
+
+
+def _looks_like_hub_id(dataset: str) -> bool:
+    parts = dataset.split('/')
+    return len(parts) == 2 and all(parts) and not dataset.startswith(('.', '~')) and '\\' not in dataset
+
+
+def load_source(dataset: str, images: str | None = None):
+    """`datasets.DatasetDict` with the splits found (train and/or test) from a hub id or a local copy.
+
+    `images` (a folder of <img_id>.jpg) is only checked here; pass it to `resolve_image` for each row.
+    """
+    from datasets import DatasetDict
+    if images is not None and not Path(images).is_dir():
+        raise InputError('images folder not found; pass a folder holding <img_id>.jpg files', file=str(images))
+    path = Path(dataset).expanduser()
+    if path.is_file():
+        return _from_parquet({_split_of(path) or 'train': [path]})
+    if path.is_dir():
+        if (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file():
+            return _from_disk(path)
+        files: dict[str, list[Path]] = {}
+        for p in sorted(path.rglob('*.parquet')):
+            split = _split_of(p)
+            if split and not any(part.startswith('.') for part in p.relative_to(path).parts):
+                files.setdefault(split, []).append(p)
+        if not files:
+            raise InputError(f'no parquet file with "train" or "test" in its name under this folder; expected '
+                             f'{LAYOUTS}', file=str(path))
+        return DatasetDict(_from_parquet(files))
+    if _looks_like_hub_id(dataset):
+        return _from_hub(dataset)
+    raise InputError(f'no such file or folder; pass {LAYOUTS}', file=dataset)
+
+
+def dataset_folder(dataset: str | os.PathLike) -> Path:
+    """The folder that relative image paths of a local copy start from (the copy's root, not its data/ folder)."""
+    path = Path(dataset)
+    folder = path if path.is_dir() else path.parent
+    return folder.parent if folder.name == 'data' else folder
+
+
+def resolve_image(value: Any, dataset: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+                  img_id: str | None = None) -> Path | bytes | str | None:
+    """Where one row's image is: a local Path, raw bytes, or an http(s) URL string; None if nowhere.
+
+    `value` is the image column (bytes, {"bytes", "path"}, a path absolute or relative to the copy's root, a URL) or
+    a whole row (then its `image` and `img_id` are used). A file `<images>/<img_id>.jpg` wins over everything else,
+    so a local images folder replaces the hub URLs of the official parquet.
+    """
+    if isinstance(value, dict) and 'img_id' in value:  # a whole row
+        img_id, value = img_id or value['img_id'], value.get('image')
+    if isinstance(value, dict):  # datasets Image(decode=False): {"bytes": ..., "path": ...}
+        value = value.get('bytes') or value.get('path')
+    if images is not None:
+        stem = img_id or (Path(str(value).split('?')[0]).stem if isinstance(value, str) else None)
+        if stem and (Path(images) / f'{stem}.jpg').is_file():
+            return Path(images) / f'{stem}.jpg'
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str) or not value:
+        return None
+    if value.startswith(('http://', 'https://')):
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p if p.is_file() else None
+    if dataset is not None:
+        root = dataset_folder(dataset)
+        for base in (root, Path(dataset) if Path(dataset).is_dir() else Path(dataset).parent):
+            if (base / p).is_file():
+                return base / p
+    return None
+
+
+def download_hub_images(out_dir: str | os.PathLike, img_ids: set[str] | None = None) -> int:
+    """Save SimulaMet-HOST/Kvasir-VQA "raw" images as <out_dir>/<img_id>.jpg (needs the hub; skips existing files).
+
+    The raw split has one row per atomic QA (58.8k rows, 6,500 images), so each img_id is written once, as stored.
+    """
+    from datasets import Image, load_dataset
+    from tqdm import tqdm
+
+    from common.io import atomic_open
+    try:
+        raw = load_dataset(HUB_IMAGES, split='raw')
+    except Exception as e:
+        raise InputError(f'cannot load the hub images ({type(e).__name__}); needs network access',
+                         file=HUB_IMAGES) from None
+    first: dict[str, int] = {}
+    for i, img_id in enumerate(raw['img_id']):
+        if (img_ids is None or img_id in img_ids) and img_id not in first:
+            first[img_id] = i
+    raw = raw.cast_column('image', Image(decode=False))
+    out, written = Path(out_dir), 0
+    for img_id, i in tqdm(sorted(first.items()), desc='hub images', unit='img'):
+        dst = out / f'{img_id}.jpg'
+        if not dst.exists():
+            with atomic_open(dst, 'wb') as f:
+                f.write(raw[i]['image']['bytes'])
+            written += 1
+    return written
+
+
+def quiet_datasets() -> None:
+    """No `datasets` load/filter bars in our CLIs: the work is seconds long and stderr stays one error line."""
+    import datasets
+    datasets.disable_progress_bars()
+
+
+@cli_main
+def main(argv=None) -> int:
+    quiet_datasets()
+    p = argparse.ArgumentParser(prog='python -m data_prep.sources', description=__doc__.split('\n')[0])
+    p.add_argument('--dataset', required=True, help=f'hub id or local copy: {LAYOUTS}')
+    p.add_argument('--images', help='folder of <img_id>.jpg')
+    p.add_argument('--download-images', metavar='DIR', help=f'save the {HUB_IMAGES} images this dataset uses in DIR')
+    args = p.parse_args(argv)
+    dd = load_source(args.dataset, args.images)
+    for split, ds in dd.items():
+        first = resolve_image(ds[0], args.dataset, args.images) if len(ds) else None
+        kind = 'bytes' if isinstance(first, bytes) else 'none' if first is None else str(first)
+        print(f'{split}: {len(ds)} rows, {len(set(ds["img_id"]))} images; first image: {kind}')
+    if args.download_images:
+        ids = {i for ds in dd.values() for i in ds['img_id']}
+        n = download_hub_images(args.download_images, ids)
+        print(f'wrote {n} images to {args.download_images}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

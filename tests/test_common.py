@@ -1,0 +1,33 @@
+"""common/: one-line input errors and atomic writes."""
+import pytest
+
+from common.errors import InputError
+from common.io import atomic_open, read_jsonl, write_jsonl
+
+
+@pytest.mark.parametrize('kwargs, line', [
+    (dict(file='a.jsonl', row=3, field='answer'), 'a.jsonl:3: answer: empty'),
+    (dict(file='a.jsonl'), 'a.jsonl: empty'),
+    (dict(field='answer'), 'answer: empty'),
+    (dict(), 'empty'),
+])
+def test_input_error_is_one_line_naming_file_row_field(kwargs, line):
+    assert str(InputError('empty', **kwargs)) == line
+
+
+def test_atomic_open_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / 'out.jsonl'
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as f:
+            f.write('half')
+            raise RuntimeError('boom')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jsonl_roundtrip_and_bad_line_named(tmp_path):
+    p = tmp_path / 'x.jsonl'
+    write_jsonl(p, [{'a': 1}, {'b': 'é'}])
+    assert read_jsonl(p) == [{'a': 1}, {'b': 'é'}]
+    p.write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(InputError, match=r'x.jsonl:2: not valid JSON'):
+        read_jsonl(p)
