@@ -1,0 +1,238 @@
+"""Answer a prepared ms-swift JSONL with a model: greedy decoding, one prediction row per input line, resumable.
+
+    python -m inference.predict --model M [--adapters A] --data OUT/swift/test-original.jsonl --out PRED.jsonl \
+        [--backend auto|vllm|transformers] [--max-new-tokens 64] [--batch-size 16] [--logprobs] [--max-pixels N] \
+        [--max-model-len 4096] [--limit-mm-per-prompt '{"image":1}'] [--tensor-parallel 1] [--gpus N] [--limit N]
+
+PRED.jsonl: per input line, in order, the sidecar (.meta.jsonl) fields + `prediction` + `reference` (the input's
+assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token). Rows are saved as they
+finish in PRED.jsonl.partial*; rerunning the same command skips them. With N visible GPUs, N // tensor-parallel
+worker processes (each with its own CUDA_VISIBLE_DEVICES) answer disjoint contiguous shards; the merge checks that
+every input line has exactly one row. `--workers K` forces K processes (also on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from common.errors import InputError, cli_main
+from common.io import read_jsonl
+from inference import shards
+from inference.backends import choose_backend, prompt_of
+
+
+def sidecar_path(data: str | os.PathLike) -> Path:
+    data = Path(data)
+    stem = data.name[:-len('.jsonl')] if data.name.endswith('.jsonl') else data.stem
+    return data.with_name(stem + '.meta.jsonl')
+
+
+def load_inputs(data: str, limit: int | None = None) -> tuple[list[dict], list[dict], list[str]]:
+    """(prompts, sidecar rows, references) for every input line, checked: InputError names file, line and field."""
+    meta_file = sidecar_path(data)
+    lines = read_jsonl(data)
+    if not meta_file.is_file():
+        raise InputError('sidecar not found (data_prep writes it next to the data file)', file=str(meta_file))
+    metas = read_jsonl(meta_file)
+    if len(metas) != len(lines):
+        raise InputError(f'{len(metas)} lines, but {data} has {len(lines)}: the sidecar must match line by line',
+                         file=str(meta_file))
+    if not lines:
+        raise InputError('no input lines', file=data)
+    prompts, references = [], []
+    for i, (line, meta) in enumerate(zip(lines, metas), 1):
+        if not isinstance(line.get('messages'), list) or not line['messages']:
+            raise InputError('must be a non-empty list', file=data, row=i, field='messages')
+        if any(not isinstance(m, dict) or 'role' not in m or 'content' not in m for m in line['messages']):
+            raise InputError('every message needs role and content', file=data, row=i, field='messages')
+        prompt, reference = prompt_of(line)
+        if not prompt['messages']:
+            raise InputError('no prompt before the assistant turn', file=data, row=i, field='messages')
+        for image in prompt['images']:
+            if not isinstance(image, str) or not os.path.isfile(image):
+                raise InputError(f'image not found: {image}', file=data, row=i, field='images')
+        if meta.get('image') is not None and prompt['images'] and meta['image'] != prompt['images'][0]:
+            raise InputError(f'{meta["image"]} is not the data line\'s image {prompt["images"][0]} (lines out of '
+                             'step?)', file=str(meta_file), row=i, field='image')
+        if reference is not None and meta.get('reference') is not None and meta['reference'] != reference:
+            raise InputError('differs from the data line\'s assistant answer (lines out of step?)',
+                             file=str(meta_file), row=i, field='reference')
+        prompts.append(prompt)
+        references.append(reference if reference is not None else (meta.get('reference') or ''))
+    if limit is not None:
+        prompts, metas, references = prompts[:limit], metas[:limit], references[:limit]
+    return prompts, metas, references
+
+
+def check_model_path(path: str, flag: str) -> None:
+    """A local folder must exist; `org/name` (one slash, not a path on disk) is left to ms-swift as a hub id."""
+    if os.path.exists(path):
+        return
+    looks_like_hub_id = path.count('/') == 1 and not path.startswith(('/', '.', '~'))
+    if not looks_like_hub_id:
+        raise InputError('model folder not found', file=path, field=flag)
+
+
+def run_id(args) -> str:
+    """Fingerprint of what decides the answers: partial rows of another model/data/options are refused on resume."""
+    key = {'model': os.path.abspath(args.model) if os.path.exists(args.model) else args.model,
+           'adapters': [os.path.abspath(a) for a in args.adapters], 'data': os.path.abspath(args.data),
+           'max_new_tokens': args.max_new_tokens, 'logprobs': args.logprobs, 'max_pixels': args.max_pixels}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def visible_gpus(override: int | None) -> tuple[list[str], list[str]]:
+    """(all device ids this process sees, the ones to use): CUDA_VISIBLE_DEVICES, else torch's count; --gpus N keeps
+    the first N (0 = CPU)."""
+    env = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if env is not None:
+        seen = [d.strip() for d in env.split(',') if d.strip()]
+    elif override == 0:
+        seen = []
+    else:
+        import torch
+        seen = [str(i) for i in range(torch.cuda.device_count())]
+    if override is not None and override > len(seen):
+        raise InputError(f'--gpus {override}, but only {len(seen)} GPU(s) visible', field='--gpus')
+    return seen, seen[:override] if override is not None else seen
+
+
+def plan_groups(gpus: list[str], tensor_parallel: int, workers: int | None) -> list[list[str]]:
+    """GPU ids per worker process: groups of `tensor_parallel` GPUs, or `workers` CPU processes when no GPU."""
+    if not gpus:
+        return [[] for _ in range(workers or 1)]
+    n = len(gpus) // tensor_parallel
+    if n == 0:
+        raise InputError(f'--tensor-parallel {tensor_parallel} needs that many GPUs, {len(gpus)} visible',
+                         field='--tensor-parallel')
+    n = min(n, workers) if workers else n
+    return [gpus[i * tensor_parallel:(i + 1) * tensor_parallel] for i in range(n)]
+
+
+def answer_lines(args, backend_name: str, lines: list[int], partial: Path, rank: int = 0) -> None:
+    """Answer the given input lines in chunks, appending each finished chunk to `partial`."""
+    from tqdm import tqdm
+
+    from inference.backends import load_backend
+
+    if args.max_pixels:
+        os.environ['MAX_PIXELS'] = str(args.max_pixels)   # read by ms-swift's Qwen-VL image resizing
+    prompts, metas, references = load_inputs(args.data, args.limit)
+    backend = load_backend(backend_name, args.model, args.adapters, max_new_tokens=args.max_new_tokens,
+                           logprobs=args.logprobs, batch_size=args.batch_size, model_type=args.model_type,
+                           template=args.template, max_model_len=args.max_model_len,
+                           limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel)
+    rid = run_id(args)
+    with tqdm(total=len(lines), desc=f'infer[{rank}]', position=rank, dynamic_ncols=True) as bar:
+        for start in range(0, len(lines), backend.chunk_size):
+            chunk = lines[start:start + backend.chunk_size]
+            answers = backend.answer([prompts[i] for i in chunk])
+            rows = [{**metas[i], **answer, 'reference': references[i], shards.LINE: i, shards.RUN: rid}
+                    for i, answer in zip(chunk, answers)]
+            shards.append_rows(partial, rows)
+            bar.update(len(chunk))
+
+
+def spawn_workers(argv: list[str], backend_name: str, groups: list[list[str]], shard_lines: list[list[int]],
+                  out: str) -> None:
+    """One `python -m inference.predict` per shard, each seeing only its GPUs; wait for all, fail if any failed."""
+    procs = []
+    for rank, (group, lines) in enumerate(zip(groups, shard_lines)):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=','.join(group))
+        cmd = [sys.executable, '-m', 'inference.predict', *argv, '--backend', backend_name,
+               '--worker-rank', str(rank), '--worker-lines', shards.encode_lines(lines)]
+        print(f'worker {rank}: {len(lines)} rows, CUDA_VISIBLE_DEVICES={env["CUDA_VISIBLE_DEVICES"]!r}',
+              file=sys.stderr)
+        procs.append(subprocess.Popen(cmd, env=env))
+    failed = [rank for rank, p in enumerate(procs) if p.wait() != 0]
+    if failed:
+        raise SystemExit(f'error: worker(s) {failed} failed; rerun the same command to resume ({out}.partial*)')
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(prog='python -m inference.predict', description=__doc__.split('\n')[0])
+    p.add_argument('--model', required=True, help='model folder (e.g. RUN/merged) or hub id; the base with --adapters')
+    p.add_argument('--adapters', nargs='*', default=[], help='LoRA checkpoint folder(s) on top of --model')
+    p.add_argument('--data', required=True, help='ms-swift JSONL; its sidecar <name>.meta.jsonl must sit next to it')
+    p.add_argument('--out', required=True, help='predictions JSONL to write')
+    p.add_argument('--backend', choices=['auto', 'vllm', 'transformers'], default='auto',
+                   help='auto: vLLM when installed and a GPU is visible, else ms-swift transformers')
+    p.add_argument('--max-new-tokens', type=int, default=64)
+    p.add_argument('--batch-size', type=int, default=None,
+                   help='requests per step (default 16 on transformers, 512 handed at once to vLLM)')
+    p.add_argument('--logprobs', action='store_true', help='also write tokens and token_logprobs')
+    p.add_argument('--max-pixels', type=int, default=None, help='image budget (MAX_PIXELS for ms-swift Qwen-VL)')
+    p.add_argument('--max-model-len', type=int, default=4096, help='vLLM context length')
+    p.add_argument('--limit-mm-per-prompt', type=_json_dict, default={'image': 1}, help='vLLM, JSON')
+    p.add_argument('--tensor-parallel', type=int, default=1, help='GPUs per worker (vLLM only)')
+    p.add_argument('--gpus', type=int, default=None, help='use this many visible GPUs (0 = CPU)')
+    p.add_argument('--workers', type=int, default=None, help='worker processes (default: GPUs // tensor-parallel)')
+    p.add_argument('--limit', type=int, default=None, help='only the first N input lines')
+    p.add_argument('--model-type', default=None, help='ms-swift model_type (default: args.json / config.json)')
+    p.add_argument('--template', default=None, help='ms-swift template (default: args.json / config.json)')
+    p.add_argument('--worker-rank', type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument('--worker-lines', default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for name in ('max_new_tokens', 'batch_size', 'max_pixels', 'max_model_len', 'tensor_parallel', 'workers',
+                 'limit'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
+    return args
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f'not JSON: {e.msg}') from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object such as {"image": 1}')
+    return value
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.worker_rank is not None:   # a worker process started by the parent below
+        answer_lines(args, args.backend, shards.decode_lines(args.worker_lines),
+                     shards.worker_partial(args.out, args.worker_rank), args.worker_rank)
+        return 0
+
+    check_model_path(args.model, '--model')
+    for adapter in args.adapters:
+        check_model_path(adapter, '--adapters')
+    _, metas, _ = load_inputs(args.data, args.limit)
+    seen, gpus = visible_gpus(args.gpus)
+    if args.gpus == 0:
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''   # --gpus 0: CPU even where GPUs exist (set before torch starts CUDA)
+    backend_name = choose_backend(args.backend, len(gpus))
+    if args.tensor_parallel > 1 and backend_name != 'vllm':
+        raise InputError('needs the vLLM backend', field='--tensor-parallel')
+    groups = plan_groups(gpus, args.tensor_parallel, args.workers)
+
+    finished = shards.load_finished(args.out, metas, run_id(args))
+    shards.compact(args.out, finished)
+    todo = [i for i in range(len(metas)) if i not in finished]
+    print(f'{len(metas)} rows: {len(finished)} already answered, {len(todo)} to do, backend {backend_name}, '
+          f'{len(groups)} worker(s)', file=sys.stderr)
+    shard_lines = shards.split_contiguous(todo, len(groups))
+    if len(shard_lines) == 1 and groups[0] == seen:   # one process on everything visible: no need to spawn
+        answer_lines(args, backend_name, shard_lines[0], shards.worker_partial(args.out, None))
+    elif shard_lines:
+        spawn_workers(argv, backend_name, groups, shard_lines, args.out)
+
+    finished = shards.load_finished(args.out, metas, run_id(args))
+    n = shards.merge(args.out, finished, len(metas))
+    print(f'wrote {n} predictions to {args.out}', file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    main()
