@@ -37,6 +37,7 @@ NAME    ?= $(notdir $(RUN))
 SUBMIT  ?=#                             SUBMIT=1: also call `medvqa validate_and_submit` (asks for confirmation)
 DRY_RUN ?=#                             DRY_RUN=1: build + check offline, never upload
 SUBMIT_DATASET ?=#                      local copy for the offline dry run of the generated script
+SUBMISSION_BUILD ?= submission/build#   where the hub-ready folders are built (task1/<NAME>, task2/<NAME>)
 # ---- demo (offline, CPU) ------------------------------------------------------------------------------------------
 DEMO    ?= build/demo
 TINY_MODEL ?= models/tiny-qwen2.5-vl
@@ -95,12 +96,14 @@ baseline: $(SETUP_STAMP) ## language-prior baselines (no image) on SPLIT, scored
 	  --out preds/baseline
 
 submit-task1: $(SETUP_STAMP) ## build, check and (with a token) upload the Subtask 1 repo for MODEL to HUB_REPO
-	$(PY) -m submission.task1 --model $(INFER_MODEL) --hub-repo $(HUB_REPO) --name $(NAME) --team $(TEAM) \
-	  $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+	$(PY) -m submission.task1 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
+	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task1 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
+	  $(if $(IMAGES),--images $(IMAGES)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
 submit-task2: $(SETUP_STAMP) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
-	$(PY) -m submission.task2 --model $(INFER_MODEL) --hub-repo $(HUB_REPO) --name $(NAME) --team $(TEAM) \
-	  $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
+	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task2 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
+	  $(if $(IMAGES),--images $(IMAGES)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
 demo: $(SETUP_STAMP) ## the whole path offline on CPU: tiny model + synthetic data through every target above
 	bash scripts/demo.sh $(DEMO)
