@@ -1,0 +1,189 @@
+"""Launch `swift sft` from a recipe: compose, check, derive gradient accumulation, resume, run.
+
+    python -m training.launch --recipe recipes/qwen2_5_vl/7B_lora.args --data data/prepared --run runs/7B_lora \
+        [--model M] [--resume] [--dry-run] [-- extra swift flags]
+
+Multi-GPU / multi-node: set NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT as for ms-swift; they pass
+through to `swift sft`, which starts torchrun. The recipe's `--global_batch` fixes the samples per optimizer step
+whatever the GPU count: gradient_accumulation_steps = global_batch / (per_device_train_batch_size * world size).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from common.errors import InputError, cli_main
+from common.io import atomic_open
+from common.offline import OFFLINE_ENV
+from training.recipe import Flag, Recipe, check_flags, flags_from_argv, load_recipe
+
+DIST_ENV = ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+DATA_FLAGS = ('dataset', 'val_dataset')
+DATA_SUFFIXES = ('.jsonl', '.json', '.csv', '.parquet', '.txt')
+FLASH_IMPLS = ('flash_attn', 'flash_attention_2', 'flash_attention_3', 'flash_attention_4')
+
+
+def _env_int(env: dict, name: str, default: int = 1) -> int:
+    raw = env.get(name, '')
+    if raw == '':
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise InputError(f'must be a positive integer, got {raw!r}', field=name)
+    return int(raw)
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process can see (0 on a CPU machine or with CUDA_VISIBLE_DEVICES='')."""
+    if os.environ.get('CUDA_VISIBLE_DEVICES') == '':   # hidden on purpose: no need to import torch to know
+        return 0
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def world_size(env: dict, gpus: int) -> tuple[int, int]:
+    """(NPROC_PER_NODE, NNODES); more processes per node than visible GPUs is an error (CPU: one process)."""
+    nproc, nnodes = _env_int(env, 'NPROC_PER_NODE'), _env_int(env, 'NNODES')
+    if nproc > max(gpus, 1):
+        raise InputError(f'NPROC_PER_NODE={nproc} but only {gpus} GPU(s) are visible here '
+                         f'(CUDA_VISIBLE_DEVICES={env.get("CUDA_VISIBLE_DEVICES", "<unset>")!r})',
+                         field='NPROC_PER_NODE')
+    return nproc, nnodes
+
+
+def grad_accumulation(global_batch: int, per_device: int, nproc: int, nnodes: int) -> int:
+    """Steps of accumulation that give exactly `global_batch` samples per optimizer step."""
+    per_step = per_device * nproc * nnodes
+    if global_batch % per_step:
+        raise InputError(f'--global_batch {global_batch} is not a multiple of per_device_train_batch_size '
+                         f'{per_device} x {nproc} process(es) x {nnodes} node(s) = {per_step}', field='global_batch')
+    return global_batch // per_step
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The newest `v<N>-<time>/checkpoint-<step>` under `run` (highest version, then highest step)."""
+    found = []
+    for ck in run.glob('v*-*/checkpoint-*'):
+        v, s = re.match(r'v(\d+)-', ck.parent.name), re.fullmatch(r'checkpoint-(\d+)', ck.name)
+        if v and s and ck.is_dir() and (ck / 'trainer_state.json').is_file():   # only finished saves
+            found.append((int(v.group(1)), int(s.group(1)), ck))
+    return max(found)[2] if found else None
+
+
+def check_data_files(recipe: Recipe) -> None:
+    for f in recipe.flags:
+        if f.name in DATA_FLAGS:
+            for value in f.values:
+                path = value.split('#', 1)[0]   # `file#N` samples N rows
+                if path.endswith(DATA_SUFFIXES) and not Path(path).is_file():
+                    raise InputError(f'--{f.name}: {path} not found (run `make prepare` first?)',
+                                     file=f.file, row=f.line)
+
+
+def check_packing(recipe: Recipe) -> None:
+    """ms-swift only packs with flash attention; say so before any model loads."""
+    on = [n for n in ('packing', 'padding_free') if (recipe.value(n) or 'false').lower() in ('true', '1', 'yes')]
+    if not on:
+        return
+    flag = recipe.get(on[0])
+    impl = recipe.value('attn_impl')
+    if impl not in FLASH_IMPLS:
+        raise InputError(f'--{on[0]} needs --attn_impl flash_attention_2 (got {impl})', file=flag.file, row=flag.line)
+    if importlib.util.find_spec('flash_attn') is None:
+        raise InputError(f'--{on[0]} needs flash-attn, which is not installed: drop '
+                         'swift_args/precision/flash_attn_packing.args or build flash-attn', file=flag.file,
+                         row=flag.line)
+
+
+def swift_command() -> list[str]:
+    """`swift` from this interpreter's environment (same packages), else the module form."""
+    exe = Path(sys.executable).with_name('swift')
+    return [str(exe)] if exe.is_file() else [sys.executable, '-m', 'swift.cli.main']
+
+
+def compose(recipe_path: str, data: str, run: str, model: str | None, extra: list[str], resume: bool,
+            env: dict, gpus: int) -> tuple[Recipe, dict]:
+    """The checked recipe (with derived flags) and the environment for `swift sft`."""
+    variables = {**env, 'DATA': str(Path(data).resolve()), 'RUN': str(Path(run).resolve())}
+    if model:
+        variables['MODEL'] = model
+    extra_flags = flags_from_argv(extra)
+    if model:
+        extra_flags.append(Flag('model', (model,), '--model'))
+    nproc, nnodes = world_size(env, gpus)      # cheap checks first, ms-swift's parser (slow import) last
+    recipe = load_recipe(recipe_path, variables, extra_flags)
+    check_data_files(recipe)
+    check_packing(recipe)
+    check_flags(recipe.flags, 'sft')
+    derived = []
+    if recipe.get('global_batch'):
+        per_device = int(recipe.value('per_device_train_batch_size', '1'))
+        steps = grad_accumulation(int(recipe.value('global_batch')), per_device, nproc, nnodes)
+        derived.append(Flag('gradient_accumulation_steps', (str(steps),), '--global_batch'))
+    if resume:
+        ck = latest_checkpoint(Path(run))
+        if ck is None:
+            print(f'no checkpoint under {run} yet: starting from scratch', file=sys.stderr)
+        else:
+            derived.append(Flag('resume_from_checkpoint', (str(ck.resolve()),), '--resume'))
+    if derived:
+        recipe = load_recipe(recipe_path, variables, extra_flags + derived)
+
+    run_env = dict(env)
+    for name, value in recipe.env().items():      # recipe defaults; the caller's environment wins
+        run_env.setdefault(name, value)
+    if model and Path(model).is_dir():            # a local model: never look it up on a hub
+        for name, value in OFFLINE_ENV.items():
+            run_env.setdefault(name, value)
+    return recipe, run_env
+
+
+def shown_command(cmd: list[str], env: dict, recipe: Recipe) -> str:
+    keys = [k for k in (*DIST_ENV, *recipe.env()) if k in env]
+    keys += [k for k in ('CUDA_VISIBLE_DEVICES',) if k in env]
+    prefix = ' '.join(f'{k}={shlex.quote(env[k])}' for k in dict.fromkeys(keys))
+    return (prefix + ' ' if prefix else '') + shlex.join(cmd)
+
+
+def write_composed(recipe: Recipe, path: Path) -> None:
+    """The expanded recipe next to the run's output: what produced it, each flag with its source."""
+    with atomic_open(path, 'w', encoding='utf-8') as f:
+        f.write(f'# composed from {recipe.path}\n')
+        for flag in recipe.flags:
+            where = f'{flag.file}:{flag.line}' if flag.line else flag.file
+            f.write(f'{shlex.join(flag.argv())}  # {where}\n')
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if '--' in argv:
+        cut = argv.index('--')
+        argv, extra = argv[:cut], argv[cut + 1:]
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--recipe', required=True, help='recipe file, e.g. recipes/qwen2_5_vl/7B_lora.args')
+    ap.add_argument('--data', required=True, help='prepared data folder (make prepare): ${DATA} in recipes')
+    ap.add_argument('--run', required=True, help='output folder for checkpoints: ${RUN} in recipes')
+    ap.add_argument('--model', help='base model (hub id or folder): overrides the recipe, ${MODEL} in recipes')
+    ap.add_argument('--resume', action='store_true', help='continue from the latest checkpoint under --run')
+    ap.add_argument('--dry-run', action='store_true', help='print the command, do not run it')
+    args = ap.parse_args(argv)
+
+    recipe, run_env = compose(args.recipe, args.data, args.run, args.model, extra, args.resume, dict(os.environ),
+                              visible_gpus())
+    cmd = [*swift_command(), 'sft', *recipe.swift_argv()]
+    print(shown_command(cmd, run_env, recipe), flush=True)
+    if args.dry_run:
+        return 0
+    write_composed(recipe, Path(args.run) / 'recipe.args')
+    return subprocess.run(cmd, env=run_env).returncode
+
+
+if __name__ == '__main__':
+    sys.exit(main())
