@@ -106,6 +106,7 @@ def compact(out: str | os.PathLike, finished: dict[int, dict]) -> None:
 
 def append_rows(path: Path, rows: list[dict]) -> None:
     """Append finished rows and flush them to disk, so a crash loses at most the chunk being answered."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'a', encoding='utf-8') as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + '\n')

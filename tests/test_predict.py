@@ -318,3 +318,9 @@ def test_request_building_and_response_parsing_with_swift(tiny_model_dir):
     assert parse_response(response([('no', -0.5)]), logprobs=False) == {'prediction': 'no'}
     with pytest.raises(RuntimeError, match='non-finite'):
         parse_response(response([('no', float('-inf'))]), logprobs=True)
+
+
+def test_partial_rows_go_to_a_folder_that_does_not_exist_yet(tmp_path):
+    partial = shards.worker_partial(tmp_path / 'preds' / 'run1' / 'test.jsonl', None)
+    shards.append_rows(partial, [{'prediction': 'yes', shards.LINE: 0}])
+    assert shards.read_partial(partial) == [{'prediction': 'yes', shards.LINE: 0}]
