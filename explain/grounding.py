@@ -1,0 +1,151 @@
+"""Bounding boxes from the model's own grounding output.
+
+Qwen2.5-VL answers a grounding prompt with JSON `{"bbox_2d": [x1, y1, x2, y2], "label": ...}` in ABSOLUTE pixels of
+the image as the processor resized it (smart_resize: both sides multiples of 28, pixel count within
+[min_pixels, max_pixels]); Qwen2-VL used 0-1000 and Qwen3-VL uses 0-1000 again, so this mapping is Qwen2.5-VL's.
+We map each box back to the original size, clip it to the image and skip (and count) output that does not parse or
+lies outside the image.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+# What to ask the model to locate, by question topic (explain.probing.classify_question).
+TARGETS = {'polyp': 'polyp', 'instrument': 'surgical instrument', 'text': 'text overlay',
+           'box': 'green picture-in-picture box', 'landmark': 'anatomical landmark'}
+DEFAULT_TARGET = 'abnormality'
+
+
+def grounding_prompt(target: str) -> str:
+    """The Qwen2.5-VL cookbook's grounding pattern."""
+    return (f'Locate the {target} in the image and output its bbox coordinates in JSON format like '
+            f'{{"bbox_2d": [x1, y1, x2, y2], "label": "{target}"}}.')
+
+
+def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
+                 max_pixels: int = 14 * 14 * 4 * 1280) -> tuple[int, int]:
+    """(height, width) Qwen2.5-VL's processor resizes an image to: round each side to a multiple of `factor`, then
+    scale down (floor) or up (ceil) keeping the aspect ratio until the pixel count fits [min_pixels, max_pixels]."""
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / scale / factor) * factor)
+        w = max(factor, math.floor(width / scale / factor) * factor)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * scale / factor) * factor
+        w = math.ceil(width * scale / factor) * factor
+    return h, w
+
+
+@dataclass
+class BoxStats:
+    """Counts over a run: outputs seen, boxes kept, outputs with no parseable box, boxes outside the image."""
+    outputs: int = 0
+    kept: int = 0
+    unparseable: int = 0
+    out_of_bounds: int = 0
+
+    def add(self, other: 'BoxStats') -> None:
+        for k in ('outputs', 'kept', 'unparseable', 'out_of_bounds'):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def as_dict(self) -> dict:
+        return dict(outputs=self.outputs, kept=self.kept, unparseable=self.unparseable,
+                    out_of_bounds=self.out_of_bounds)
+
+
+@dataclass
+class RawBox:
+    coords: list[float]
+    label: str = ''
+
+
+_FENCE = re.compile(r'```(?:json)?\s*(.*?)```', re.S)
+_BBOX = re.compile(r'"?bbox_2d"?\s*:\s*\[\s*([-\d.eE+]+)\s*,\s*([-\d.eE+]+)\s*,\s*([-\d.eE+]+)\s*,\s*([-\d.eE+]+)\s*\]'
+                   r'(?:\s*,\s*"label"\s*:\s*"([^"]*)")?')
+
+
+def _from_json(obj) -> list[RawBox] | None:
+    items = obj if isinstance(obj, list) else [obj]
+    boxes = []
+    for it in items:
+        if not isinstance(it, dict) or 'bbox_2d' not in it:
+            return None
+        c = it['bbox_2d']
+        if not (isinstance(c, list) and len(c) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          for v in c)):
+            return None
+        boxes.append(RawBox([float(v) for v in c], str(it.get('label', ''))))
+    return boxes
+
+
+def parse_boxes(text: str) -> list[RawBox]:
+    """Every `bbox_2d` box in a model output: strict JSON (inside ``` fences or bare) first, then a lenient regex for
+    JSON the model left unfinished. Empty list = unparseable."""
+    candidates = _FENCE.findall(text) + [text]
+    for cand in candidates:
+        cand = cand.strip()
+        try:
+            boxes = _from_json(json.loads(cand))
+        except (json.JSONDecodeError, ValueError):
+            boxes = None
+        if boxes:
+            return boxes
+    out = []
+    for m in _BBOX.finditer(text):
+        try:
+            coords = [float(m.group(i)) for i in range(1, 5)]
+        except ValueError:
+            continue
+        if all(math.isfinite(v) for v in coords):
+            out.append(RawBox(coords, m.group(5) or ''))
+    return out
+
+
+def map_box(coords: list[float], resized_wh: tuple[int, int], orig_wh: tuple[int, int]) -> list[int] | None:
+    """Resized-image pixels -> original pixels, clipped to [0, W] x [0, H]; None when the box has no area inside
+    the image (out of bounds, inverted or degenerate)."""
+    (rw, rh), (ow, oh) = resized_wh, orig_wh
+    if not all(math.isfinite(v) for v in coords):
+        return None
+    x1, y1, x2, y2 = coords
+    if x2 <= x1 or y2 <= y1:       # inverted or empty: not a box
+        return None
+    sx, sy = ow / rw, oh / rh
+    x1, x2, y1, y2 = x1 * sx, x2 * sx, y1 * sy, y2 * sy
+    cx1, cy1 = min(max(x1, 0.0), ow), min(max(y1, 0.0), oh)
+    cx2, cy2 = min(max(x2, 0.0), ow), min(max(y2, 0.0), oh)
+    if cx2 - cx1 < 1 or cy2 - cy1 < 1:
+        return None
+    return [int(round(cx1)), int(round(cy1)), int(round(cx2)), int(round(cy2))]
+
+
+def boxes_from_output(text: str, resized_wh, orig_wh) -> tuple[list[dict], BoxStats]:
+    """Parse + map + clip one grounding output; returns [{"box": [x1,y1,x2,y2], "label"}] and the counts."""
+    stats = BoxStats(outputs=1)
+    raw = parse_boxes(text)
+    if not raw:
+        stats.unparseable = 1
+        return [], stats
+    kept = []
+    for b in raw:
+        box = map_box(b.coords, resized_wh, orig_wh)
+        if box is None:
+            stats.out_of_bounds += 1
+        elif box not in [k['box'] for k in kept]:
+            kept.append({'box': box, 'label': b.label})
+    stats.kept = len(kept)
+    return kept, stats
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -1,0 +1,105 @@
+"""Self-probing: the same model answers a few auxiliary questions chosen by the question's topic, and a composer
+writes a short clinician-oriented justification that states ONLY what the model said.
+
+Faithfulness by construction: the text is made of fixed connective phrases plus the model's own answers quoted
+verbatim; `compose` also returns `claims` (sentence -> source: "answer" or a probe index) so every statement can be
+audited against the recorded probes. The val set carries no question_class, so topics come from the question text.
+"""
+from __future__ import annotations
+
+import re
+
+# Topic -> keywords in the question (lower-cased, word-prefix match).
+TOPIC_KEYWORDS = {
+    'polyp': ('polyp', 'paris', 'sessile', 'pedunculated', 'removal', 'resect'),
+    'instrument': ('instrument', 'tool', 'tube', 'forceps', 'snare', 'device', 'biopsy'),
+    'colour': ('colour', 'color', 'red', 'pink', 'white'),
+    'location': ('where', 'location', 'located', 'position', 'region', 'area of', 'quadrant'),
+    'size': ('size', 'large', 'small', 'big', 'mm', 'millimet', 'diameter'),
+    'count': ('how many', 'number of', 'count'),
+    'text': ('text', 'caption', 'writing', 'annotation'),
+    'box': ('box', 'green', 'black box', 'picture'),
+    'landmark': ('landmark', 'z-line', 'pylorus', 'cecum', 'caecum', 'ileum', 'retroflex'),
+    'procedure': ('procedure', 'examination', 'endoscopy', 'colonoscopy', 'gastroscopy'),
+}
+
+PROBES = {
+    'finding': 'What abnormality or finding is seen in the image?',
+    'location': 'Where in the image is the abnormality located?',
+    'colour': 'What colour is the abnormality?',
+    'size': 'What is the size of the polyp?',
+    'polyp_type': 'What type of polyp is seen?',
+    'instrument': 'Are there any instruments in the image, and where?',
+    'instrument_location': 'Where is the instrument located?',
+    'text': 'Is there any text in the image?',
+    'box': 'Is there a green or black box artefact in the image?',
+    'landmark': 'Which anatomical landmark is visible?',
+    'procedure': 'What type of procedure is shown in the image?',
+}
+# Which cue each probe gives the reader, in the justification's wording.
+CUE = {'finding': 'finding', 'location': 'location', 'colour': 'colour', 'size': 'size',
+       'polyp_type': 'morphology', 'instrument': 'instruments', 'instrument_location': 'instrument position',
+       'text': 'text overlay', 'box': 'box artefact', 'landmark': 'landmark', 'procedure': 'procedure'}
+MAX_PROBES = 4
+MAX_QUOTE_WORDS = 30
+
+
+def classify_question(question: str) -> list[str]:
+    """Topics of a question, in TOPIC_KEYWORDS order; [] when none matches (then it is about a finding)."""
+    q = ' ' + re.sub(r'[^a-z0-9\- ]+', ' ', question.lower()) + ' '
+    return [t for t, words in TOPIC_KEYWORDS.items() if any(f' {w}' in q for w in words)]
+
+
+def probes_for(question: str) -> list[str]:
+    """Probe keys for a question: what it is about first, always the finding and its location, at most MAX_PROBES."""
+    topics = classify_question(question)
+    keys: list[str] = []
+    by_topic = {'polyp': ['size', 'polyp_type'], 'instrument': ['instrument', 'instrument_location'],
+                'colour': ['colour'], 'size': ['size'], 'text': ['text'], 'box': ['box'],
+                'landmark': ['landmark'], 'procedure': ['procedure'], 'location': [], 'count': []}
+    for t in topics:
+        keys += by_topic[t]
+    keys = ['finding', 'location'] + [k for k in keys if k not in ('finding', 'location')]
+    seen: list[str] = []
+    for k in keys:
+        if k not in seen and PROBES[k].rstrip('?').lower() != question.strip().rstrip('?').lower():
+            seen.append(k)
+    return seen[:MAX_PROBES]
+
+
+def run_probes(runner, image, question: str, max_new_tokens: int = 48) -> list[dict]:
+    """Ask the probes with the same model and greedy decoding; each record is kept in the output for audit."""
+    return [{'key': k, 'question': PROBES[k], 'answer': runner.generate(image, PROBES[k], max_new_tokens)}
+            for k in probes_for(question)]
+
+
+def _quote(text: str) -> str:
+    words = ' '.join(text.split()).split(' ')
+    short = ' '.join(words[:MAX_QUOTE_WORDS]) + (' …' if len(words) > MAX_QUOTE_WORDS else '')
+    return short.rstrip(' .')
+
+
+def compose(question: str, answer: str, probes: list[dict], visuals: list[dict] | None = None) -> dict:
+    """{"text", "claims"}: the justification and, per sentence, where it comes from.
+
+    Only the model's own words are quoted; probe answers that are empty or repeat an earlier quote are left out.
+    Visual sentences describe what our method computed (box from the model's grounding output, occlusion map),
+    never a clinical claim of their own.
+    """
+    claims = [{'sentence': f'The model answers "{_quote(answer) or "(empty answer)"}".', 'source': 'answer'}]
+    quoted = {_quote(answer).lower()}
+    for i, p in enumerate(probes):
+        q = _quote(p.get('answer', ''))
+        if not q or q.lower() in quoted:
+            continue
+        quoted.add(q.lower())
+        claims.append({'sentence': f'Asked about the {CUE.get(p["key"], p["key"])}, the same model says "{q}".',
+                       'source': f'probe:{i}'})
+    for j, v in enumerate(visuals or []):
+        claims.append({'sentence': v['description'], 'source': f'visual:{j}'})
+    return {'text': ' '.join(c['sentence'] for c in claims), 'claims': claims}
+
+
+def quoted_spans(text: str) -> list[str]:
+    """Every "..." span in a composed text (what the faithfulness check compares against the model's answers)."""
+    return re.findall(r'"([^"]*)"', text)

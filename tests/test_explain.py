@@ -1,0 +1,215 @@
+"""Subtask 2 machinery, checked exactly: grounding coordinates, box parsing, heatmap files, calibration maths and the
+faithfulness of the composed explanation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explain import confidence, grounding, heatmap, probing
+
+
+# ---------------------------------------------------------------- grounding
+def test_smart_resize_known_numbers():
+    assert grounding.smart_resize(400, 480) == (392, 476)                      # rounding to multiples of 28
+    assert grounding.smart_resize(400, 480, max_pixels=28 * 28 * 64) == (196, 224)  # scaled down (floor)
+    assert grounding.smart_resize(20, 30, min_pixels=56 * 56) == (56, 84)      # scaled up (ceil)
+
+
+def test_smart_resize_matches_the_qwen_processor():
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+    for h, w in [(400, 480), (576, 720), (1070, 1348), (256, 320), (33, 29), (500, 600)]:
+        for mx in (28 * 28 * 64, 1003520, 12845056):
+            assert grounding.smart_resize(h, w, max_pixels=mx) == hf_smart_resize(h, w, max_pixels=mx), (h, w, mx)
+
+
+def test_map_box_scales_back_and_clips():
+    # resized 476x392 -> original 480x400 (sx = 480/476, sy = 400/392)
+    assert grounding.map_box([119, 98, 238, 196], (476, 392), (480, 400)) == [120, 100, 240, 200]
+    # half-size input: everything doubles; right/bottom edge beyond the image is clipped to it
+    assert grounding.map_box([10, 20, 300, 250], (240, 200), (480, 400)) == [20, 40, 480, 400]
+    assert grounding.map_box([-15, -5, 50, 60], (240, 200), (480, 400)) == [0, 0, 100, 120]
+    # entirely outside, inverted, degenerate, non-finite: no box
+    assert grounding.map_box([250, 10, 300, 50], (240, 200), (480, 400)) is None
+    assert grounding.map_box([100, 10, 50, 50], (240, 200), (480, 400)) is None
+    assert grounding.map_box([10, 10, 10, 50], (240, 200), (480, 400)) is None
+    assert grounding.map_box([10, 10, math.nan, 50], (240, 200), (480, 400)) is None
+
+
+def test_parse_boxes_formats():
+    fenced = '```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "polyp"}, {"bbox_2d": [5, 6, 7, 8], "label": "b"}]\n```'
+    boxes = grounding.parse_boxes(fenced)
+    assert [(b.coords, b.label) for b in boxes] == [([1, 2, 30, 40], 'polyp'), ([5, 6, 7, 8], 'b')]
+    bare = grounding.parse_boxes('{"bbox_2d": [10.5, 20, 30, 40], "label": "x"}')
+    assert [b.coords for b in bare] == [[10.5, 20, 30, 40]]
+    cut = grounding.parse_boxes('Here: [{"bbox_2d": [3, 4, 50, 60], "label": "polyp"}, {"bbox_2d": [1, 2')
+    assert [(b.coords, b.label) for b in cut] == [([3, 4, 50, 60], 'polyp')]
+    for bad in ('', 'json json json', '{"bbox_2d": [1, 2, 3]}', '{"box": [1, 2, 3, 4]}', '[1, 2, 3, 4]'):
+        assert grounding.parse_boxes(bad) == [], bad
+
+
+def test_boxes_from_output_counts_failures():
+    stats = grounding.BoxStats()
+    for text in ['no json here',
+                 '{"bbox_2d": [10, 10, 100, 100], "label": "polyp"}',
+                 '[{"bbox_2d": [500, 500, 600, 600], "label": "a"}, {"bbox_2d": [0, 0, 50, 50], "label": "b"}]',
+                 '{"bbox_2d": [1, 2, 3'] :
+        _, s = grounding.boxes_from_output(text, (240, 200), (480, 400))
+        stats.add(s)
+    assert stats.as_dict() == {'outputs': 4, 'kept': 2, 'unparseable': 2, 'out_of_bounds': 1}
+    boxes, _ = grounding.boxes_from_output('{"bbox_2d": [10, 10, 100, 100], "label": "polyp"}', (240, 200),
+                                           (480, 400))
+    assert boxes == [{'box': [20, 20, 200, 200], 'label': 'polyp'}]
+
+
+def test_iou():
+    assert grounding.iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert grounding.iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert grounding.iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
+
+
+# ---------------------------------------------------------------- heatmap
+def test_heatmap_png_has_the_image_size(tmp_path):
+    image = Image.new('RGB', (123, 77), (200, 100, 90))
+    cells = np.zeros((3, 3))
+    cells[0, 2] = 2.0
+    cells[1, 1] = 1.0
+    heat = heatmap.upsample(cells, 123, 77)
+    assert heat.shape == (77, 123) and heat.min() >= 0 and heat.max() <= 1
+    path = tmp_path / 'v' / 'h.png'
+    heatmap.save_overlay(image, heat, path)
+    with Image.open(path) as im:
+        assert (im.format, im.size, im.mode) == ('PNG', (123, 77), 'RGB')
+        px = np.asarray(im)
+    assert px[5, 118, 1] > 150 and px[5, 118, 2] < 80    # the hot cell turns yellow
+    assert tuple(px[70, 5]) == (200, 100, 90)            # a cold corner is the image
+    assert heatmap.peak_region(heat) == 'upper right'
+    assert heatmap.upsample(np.zeros((3, 3)), 10, 10).sum() == 0
+
+
+def test_heatmap_cells_and_mass():
+    assert heatmap.cell_boxes(10, 7, 2) == [(0, 0, 5, 4), (5, 0, 10, 4), (0, 4, 5, 7), (5, 4, 10, 7)]
+    heat = np.zeros((10, 20))
+    heat[2:4, 5:10] = 1.0
+    heat[8, 0] = 2.0
+    assert heatmap.mass_inside(heat, [5, 2, 10, 4]) == pytest.approx(10 / 12)
+    assert heatmap.mass_inside(np.zeros((4, 4)), [0, 0, 2, 2]) == 0.0
+    occluded = heatmap.occluded_images(Image.new('RGB', (10, 7), (10, 20, 30)), 2)
+    assert len(occluded) == 4 and all(im.size == (10, 7) for im in occluded)
+
+
+# ---------------------------------------------------------------- confidence
+def test_raw_scores():
+    assert confidence.geometric_mean_prob([math.log(0.5), math.log(0.125)]) == pytest.approx(0.25)
+    assert confidence.yes_no_margin(math.log(0.6), math.log(0.2), 'yes') == pytest.approx(0.75)
+    assert confidence.yes_no_margin(math.log(0.6), math.log(0.2), 'no') == pytest.approx(0.25)
+    first = {'Yes': math.log(0.3), ' yes': math.log(0.3), 'No': math.log(0.2), 'Maybe': math.log(0.01)}
+    assert confidence.raw_score('Is there a polyp?', 'Yes, one polyp', [-5.0], first) == pytest.approx(0.75)
+    assert confidence.raw_score('Is there a polyp?', 'no polyp', [-5.0], first) == pytest.approx(0.25)
+    # "no" not among the alternatives: it gets the smallest listed log-prob (0.01) as its upper bound
+    assert confidence.raw_score('Is there a polyp?', 'yes', [-5.0], {'yes': math.log(0.5), 'x': math.log(0.01)}) \
+        == pytest.approx(0.5 / 0.51)
+    # open question, or no alternatives: geometric mean
+    assert confidence.raw_score('What colour is it?', 'Yes red', [math.log(0.5)], first) == pytest.approx(0.5)
+    assert confidence.raw_score('Is it red?', 'yes', [math.log(0.5)], {}) == pytest.approx(0.5)
+
+
+def test_correctness_per_question_kind():
+    assert confidence.is_correct('Is there a polyp?', 'No polyp visible', 'no polyps were found')
+    assert not confidence.is_correct('Is there a polyp?', 'Yes, one polyp', 'No polyp seen')
+    assert confidence.is_correct('What colour is the lesion?', 'Red.', 'red')
+    assert confidence.is_correct('What is the size?', 'polyp of 5 to 10 mm', 'a polyp of 5 to 10 mm in size')
+    assert not confidence.is_correct('What is the size?', 'larger than 20 mm', 'smaller than five millimetres')
+
+
+def test_ece_and_brier_exact():
+    p = [0.05, 0.15, 0.95, 0.95, 0.55, 0.55]
+    y = [0, 0, 1, 0, 1, 1]
+    # bins: (0,.1]: p .05 acc 0 -> .05; (.1,.2]: .15 vs 0 -> .15; (.5,.6]: .55 vs 1 -> .45; (.9,1]: .95 vs .5 -> .45
+    expected = (0.05 + 0.15 + 2 * 0.45 + 2 * 0.45) / 6
+    assert confidence.ece(p, y) == pytest.approx(expected)
+    assert confidence.brier(p, y) == pytest.approx((0.05 ** 2 + 0.15 ** 2 + 0.05 ** 2 + 0.95 ** 2 + 2 * 0.45 ** 2) / 6)
+    assert confidence.ece([1.0, 0.0], [1, 0]) == 0.0 and confidence.brier([1.0, 0.0], [1, 0]) == 0.0
+    bins = confidence.reliability_bins(p, y)
+    assert [b['n'] for b in bins] == [1, 1, 0, 0, 0, 2, 0, 0, 0, 2]
+
+
+def _overconfident(n=4000, seed=0):
+    """True probability sigmoid(z / 2.5 - 0.4); the model reports sigmoid(z): over-confident and biased."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 3, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(z / 2.5 - 0.4)))).astype(int)
+    return 1 / (1 + np.exp(-z)), y
+
+
+def test_temperature_scaling_recovers_the_temperature_and_improves_nll():
+    p, y = _overconfident()
+    cal = confidence.fit_temperature(p, y)
+    assert cal.temperature == pytest.approx(2.5, rel=0.1)
+    assert cal.bias / cal.temperature == pytest.approx(0.4, abs=0.12)
+    after = cal(p)
+    assert confidence.nll(after, y) < confidence.nll(p, y) - 0.05
+    assert confidence.ece(after, y) < confidence.ece(p, y) / 2
+    assert np.all(np.diff(after[np.argsort(p)]) >= -1e-12)  # ranking kept
+
+
+def test_temperature_scaling_never_worse_on_degenerate_scores():
+    p = np.array([2e-5, 1.9e-5, 2.1e-5, 2e-5, 1.8e-5, 2.2e-5])  # all nearly equal and tiny (a random model)
+    y = np.array([0, 0, 1, 0, 0, 0])
+    cal = confidence.fit_temperature(p, y)
+    assert confidence.nll(cal(p), y) <= confidence.nll(p, y)
+    assert np.all(np.isfinite(cal(p)))
+
+
+def test_isotonic_is_monotone_and_exact_on_pav_example():
+    cal = confidence.fit_isotonic([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
+    # PAV pools the violating pair (0.2, 0.3) to 0.5
+    assert cal([0.1, 0.2, 0.3, 0.4]).tolist() == [0.0, 0.5, 0.5, 1.0]
+    p, y = _overconfident(seed=1)
+    iso = confidence.fit_isotonic(p, y)
+    assert confidence.brier(iso(p), y) < confidence.brier(p, y)
+    assert np.all(np.diff(iso(np.linspace(0, 1, 101))) >= 0)
+
+
+def test_calibrator_round_trip_and_degenerate_data(tmp_path):
+    p, y = _overconfident(n=500)
+    cal, report, after = confidence.calibration_report(p, y)
+    assert report['after_kind'] == '2-fold cross-fitted'
+    assert report['after']['nll'] < report['before']['nll']                  # holds out of sample too
+    assert report['after']['nll'] == pytest.approx(confidence.nll(after, y))
+    assert report['after_in_sample']['nll'] == pytest.approx(confidence.nll(cal(p), y))
+    confidence.save_calibrator(cal, tmp_path / 'c.json')
+    assert confidence.load_calibrator(tmp_path / 'c.json')(0.7) == pytest.approx(cal(0.7))
+    assert confidence.fit([0.3, 0.9], [1, 1]).method == 'identity'   # one class: nothing to learn
+    confidence.reliability_diagram(p, after, y, tmp_path / 'r.png')
+    with Image.open(tmp_path / 'r.png') as im:
+        assert im.format == 'PNG'
+
+
+# ---------------------------------------------------------------- probing
+def test_classify_and_probe_choice():
+    assert probing.classify_question('What colour is the polyp?') == ['polyp', 'colour']
+    assert probing.classify_question('Is there text in the image?') == ['text']
+    assert probing.classify_question('Any abnormality?') == []
+    keys = probing.probes_for('What is the size of the polyp?')
+    assert keys[:2] == ['finding', 'location'] and 'size' not in keys  # never re-asks the question itself
+    assert 'polyp_type' in keys and len(keys) <= probing.MAX_PROBES
+    assert probing.probes_for('How many instruments are visible?')[2:] == ['instrument', 'instrument_location']
+
+
+def test_compose_states_only_what_the_model_said():
+    probes = [{'key': 'finding', 'question': 'q1', 'answer': 'a sessile polyp'},
+              {'key': 'location', 'question': 'q2', 'answer': 'lower left'},
+              {'key': 'colour', 'question': 'q3', 'answer': ''},
+              {'key': 'size', 'question': 'q4', 'answer': 'A sessile polyp'}]
+    out = probing.compose('Is there a polyp?', 'Yes, one polyp.', probes,
+                          [{'type': 'heatmap', 'data': 'visuals/0.png', 'description': 'Occlusion heatmap: x.'}])
+    said = {'yes, one polyp', 'a sessile polyp', 'lower left'}
+    spans = probing.quoted_spans(out['text'])
+    assert sorted(s.lower() for s in spans) == sorted(said)
+    assert [c['source'] for c in out['claims']] == ['answer', 'probe:0', 'probe:1', 'visual:0']
+    assert out['text'].endswith('Occlusion heatmap: x.')
+    long = probing.compose('q?', ' '.join(['w'] * 50), [])['text']
+    assert probing.quoted_spans(long)[0].split() == ['w'] * probing.MAX_QUOTE_WORDS + ['…']
