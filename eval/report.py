@@ -1,0 +1,167 @@
+"""Score report of one or more prediction runs: report.md, report.json and PNG plots (matplotlib Agg).
+
+    python -m eval.report PRED.jsonl [OTHER.jsonl ...] --out DIR [--seed 42]
+
+For the first run: overall scores, then per complexity, per question_class (a row counts in each of its classes)
+and per setting (original vs augmented). With several runs: a side-by-side table (overall and per setting).
+Every group is scored like the leaderboard (corpus BLEU of the group, bootstrap ROUGE under the seed, mean METEOR),
+so a group's numbers are what the leaderboard would show for that subset alone.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+from common.errors import cli_main  # noqa: E402
+from common.io import atomic_open, atomic_path, write_json  # noqa: E402
+from eval import metrics  # noqa: E402
+from eval.score import load_predictions, run_labels  # noqa: E402
+
+GROUPS = (('complexity', 'per complexity'), ('question_class', 'per question class'),
+          ('setting', 'original vs augmented (setting)'))
+
+
+def group_keys(row: dict, field: str) -> list[str]:
+    """The groups a row counts in: each of its question classes, or its single complexity/setting value."""
+    value = row.get(field)
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in dict.fromkeys(value)]
+    return [str(value)]
+
+
+def _entry(scores: dict) -> dict:
+    return {'n': scores['n'], **{k: scores[k] for k in metrics.REPORTED},
+            'unrounded': scores['unrounded'], 'rouge_mean': scores['rouge_mean']}
+
+
+def breakdown(rows: list[dict], scorer: metrics.Scorer, seed: int | None = 42,
+              fields: tuple[str, ...] | None = None) -> dict:
+    """{'overall': full scores, '<field>': {group: entry}} for those of `fields` (default: all) the rows carry."""
+    score = lambda rs: scorer.score([r['prediction'] for r in rs], [r['reference'] for r in rs], seed)  # noqa: E731
+    out = {'overall': score(rows)}
+    fields = tuple(f for f, _ in GROUPS) if fields is None else fields
+    for field in fields:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            for key in group_keys(r, field):
+                groups[key].append(r)
+        if groups:
+            order = sorted(groups, key=lambda k: (-len(groups[k]), k)) if field == 'question_class' else sorted(groups)
+            out[field] = {k: _entry(score(groups[k])) for k in order}
+    return out
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + \
+           ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+
+
+def _metric_cells(s: dict) -> list[str]:
+    return [f'{s[k]:.4f}' for k in metrics.REPORTED]
+
+
+def _bar_plot(groups: dict[str, dict], title: str, path: Path, horizontal: bool = False) -> None:
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.45 * len(names) + 1.5)) if horizontal else (8, 4))
+    width = 0.8 / len(metrics.REPORTED)
+    for i, m in enumerate(metrics.REPORTED):
+        pos = [j + i * width for j in range(len(names))]
+        vals = [groups[g][m] for g in names]
+        (ax.barh if horizontal else ax.bar)(pos, vals, width, label=m)
+    ticks = [j + 0.4 - width / 2 for j in range(len(names))]
+    labels = [f'{g} (n={groups[g]["n"]})' for g in names]
+    if horizontal:
+        ax.set_yticks(ticks, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+    else:
+        ax.set_xticks(ticks, labels, fontsize=8, rotation=20 if len(names) > 4 else 0)
+        ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncols=len(metrics.REPORTED), loc='lower right' if horizontal else 'upper right')
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=110)
+    plt.close(fig)
+
+
+def write_report(runs: dict[str, list[dict]], out_dir: str | Path, seed: int | None = 42) -> dict:
+    """Score every run (the first is the main one) and write out_dir/{report.md, report.json, *.png}.
+
+    Returns {'seed', 'runs': {path: breakdown}, 'labels': {path: label}}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scorer = metrics.Scorer()  # shared caches: the runs share their references
+    paths = list(runs)
+    labels = dict(zip(paths, run_labels(paths)))
+    results = {}
+    for p in paths:
+        print(f'report: scoring {p} ({len(runs[p])} rows)', file=sys.stderr)
+        results[p] = breakdown(runs[p], scorer, seed, None if p == paths[0] else ('setting',))
+    main = results[paths[0]]
+
+    md = [f'# Scores: {labels[paths[0]]}', '',
+          f'File `{paths[0]}`. Scored like the Medico leaderboard (HF evaluate bleu/rouge/meteor, rounded to 4 '
+          f'decimals); ROUGE is evaluate\'s bootstrap median under seed {seed}, and the seed-free plain mean is shown '
+          f'too. BLEU is corpus-level, so a group\'s BLEU is not an average of row scores.', '', '## Overall', '']
+    o = main['overall']
+    md += _table(['n', *metrics.REPORTED, 'rouge1 (mean)', 'rougeL (mean)'],
+                 [[o['n'], *_metric_cells(o), f'{o["rouge_mean"]["rouge1"]:.4f}', f'{o["rouge_mean"]["rougeL"]:.4f}']])
+    b = o['bleu_details']
+    md += ['', f'BLEU n-gram precisions {", ".join(f"{p:.4f}" for p in b["precisions"])}; brevity penalty '
+               f'{b["brevity_penalty"]:.4f} (length ratio {b["length_ratio"]:.4f}: {b["translation_length"]} / '
+               f'{b["reference_length"]} tokens).']
+    plots = []
+    for field, title in GROUPS:
+        if field not in main:
+            continue
+        md += ['', f'## {title[0].upper() + title[1:]}', '']
+        md += _table([field, 'n', *metrics.REPORTED], [[g, e['n'], *_metric_cells(e)] for g, e in main[field].items()])
+        png = out_dir / f'by_{field}.png'
+        _bar_plot(main[field], f'{labels[paths[0]]}: {title}', png, horizontal=field == 'question_class')
+        plots.append(png.name)
+        md += ['', f'![{title}]({png.name})']
+    if len(paths) > 1:
+        md += ['', '## Runs side by side', '']
+        md += _table(['run', 'n', *metrics.REPORTED], [[labels[p], results[p]['overall']['n'],
+                                                        *_metric_cells(results[p]['overall'])] for p in paths])
+        settings = sorted({s for p in paths for s in results[p].get('setting', {})})
+        if len(settings) > 1:
+            md += ['', '### Per setting', '']
+            md += _table(['run', 'setting', 'n', *metrics.REPORTED],
+                         [[labels[p], s, e['n'], *_metric_cells(e)] for p in paths
+                          for s, e in results[p].get('setting', {}).items()])
+        png = out_dir / 'runs.png'
+        _bar_plot({labels[p]: results[p]['overall'] for p in paths}, 'runs side by side', png)
+        plots.append(png.name)
+        md += ['', f'![runs side by side]({png.name})']
+    report = {'seed': seed, 'labels': labels, 'runs': results, 'plots': plots}
+    write_json(out_dir / 'report.json', report)
+    with atomic_open(out_dir / 'report.md', 'w', encoding='utf-8') as f:
+        f.write('\n'.join(md) + '\n')
+    return report
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('preds', nargs='+', help='predictions JSONL files; the first gets the breakdowns')
+    ap.add_argument('--out', required=True, help='report folder')
+    ap.add_argument('--seed', type=int, default=42, help='numpy seed for the ROUGE bootstrap')
+    args = ap.parse_args(argv)
+    write_report({p: load_predictions(p) for p in args.preds}, args.out, seed=args.seed)
+    print(f'{args.out}/report.md')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
