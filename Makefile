@@ -28,7 +28,8 @@ SPLIT   ?= task1_public-original#       <split>-<setting>: split in train val te
 INFER_MODEL = $(if $(MODEL),$(MODEL),$(RUN)/merged)
 PRED    ?= preds/$(notdir $(RUN))/$(SPLIT).jsonl
 BACKEND ?= auto#                        auto = vLLM when installed and a GPU is visible, else ms-swift transformers
-INFER_ARGS ?=#                          e.g. --max-new-tokens 64 --batch-size 32 --logprobs
+MAX_NEW_TOKENS ?= 64#                   answer length cap, shared by infer and both submissions (answers must agree)
+INFER_ARGS ?=#                          e.g. --batch-size 32 --logprobs
 REPORT  ?= $(basename $(PRED))-report
 # ---- submission ---------------------------------------------------------------------------------------------------
 HUB_REPO ?=#                            user/name of the Hugging Face model repo the organizers will run
@@ -38,6 +39,9 @@ SUBMIT  ?=#                             SUBMIT=1: also call `medvqa validate_and
 DRY_RUN ?=#                             DRY_RUN=1: build + check offline, never upload
 SUBMIT_DATASET ?=#                      local copy for the offline dry run of the generated script
 SUBMISSION_BUILD ?= submission/build#   where the hub-ready folders are built (task1/<NAME>, task2/<NAME>)
+TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# task-1 answers on the task-2 val set (make infer SPLIT=task2_val-original)
+CALIBRATION ?= $(DATA)/swift/val-original.jsonl# labelled held-out split for confidence calibration (predictions or ms-swift JSONL)
+TASK2_ARGS ?=#                          e.g. --grid 8 --calibration-method isotonic
 # ---- demo (offline, CPU) ------------------------------------------------------------------------------------------
 DEMO    ?= build/demo
 TINY_MODEL ?= models/tiny-qwen2.5-vl
@@ -86,7 +90,7 @@ export: $(SETUP_STAMP) ## merge RUN's LoRA into RUN/merged, check it answers lik
 
 infer: $(SETUP_STAMP) ## answer DATA/swift/SPLIT.jsonl with MODEL (default RUN/merged) into PRED
 	$(PY) -m inference.predict --model $(INFER_MODEL) --data $(DATA)/swift/$(SPLIT).jsonl --out $(PRED) \
-	  --backend $(BACKEND) $(INFER_ARGS)
+	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(INFER_ARGS)
 
 score: $(SETUP_STAMP) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
 	$(PY) -m eval.score $(PRED) --report $(REPORT)
@@ -98,12 +102,14 @@ baseline: $(SETUP_STAMP) ## language-prior baselines (no image) on SPLIT, scored
 submit-task1: $(SETUP_STAMP) ## build, check and (with a token) upload the Subtask 1 repo for MODEL to HUB_REPO
 	$(PY) -m submission.task1 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task1 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
-	  $(if $(IMAGES),--images $(IMAGES)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+	  $(if $(IMAGES),--images $(IMAGES)) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
 submit-task2: $(SETUP_STAMP) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
 	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task2 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
-	  $(if $(IMAGES),--images $(IMAGES)) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) \
+	  $(if $(wildcard $(TASK1_PRED)),--task1-predictions $(TASK1_PRED)) --calibration-data $(CALIBRATION) \
+	  $(TASK2_ARGS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
 demo: $(SETUP_STAMP) ## the whole path offline on CPU: tiny model + synthetic data through every target above
 	bash scripts/demo.sh $(DEMO)

@@ -11,11 +11,12 @@ export MAX_PIXELS=${MAX_PIXELS:-50176}   # 64 image tokens per frame keeps the C
 start=$(date +%s)
 step() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
 M="make --no-print-directory"
-COMMON="DATA=$D/prepared RUN=$D/run NAME=demo"
+# A random tiny model answers with noise: 8 new tokens are enough to exercise every stage.
+COMMON="DATA=$D/prepared RUN=$D/run NAME=demo MAX_NEW_TOKENS=8 SUBMISSION_BUILD=$D/submission"
 
 step "tiny model + synthetic dataset"
 $M tiny-model TINY_MODEL=$D/tiny-model
-$M synthetic OUT=$D/synthetic IMAGES_N=${DEMO_IMAGES:-48}
+$M synthetic OUT=$D/synthetic IMAGES_N=${DEMO_IMAGES:-32}
 
 step "prepare (original + 2 augmented variants per image)"
 $M prepare DATASET=$D/synthetic DATA=$D/prepared AUG_K=2
@@ -26,9 +27,10 @@ $M sft RECIPE=recipes/tiny/qwen2_5_vl_lora_cpu.args MODEL=$D/tiny-model $COMMON
 step "export (merge LoRA, check merged == adapter)"
 $M export $COMMON
 
-for split in test-original test-augmented task1_public-original task2_val-original; do
+# val: labelled held-out answers for confidence calibration; test: both image settings; task2_val: Subtask 2 answers
+for split in val-original test-original test-augmented task2_val-original; do
   step "infer $split"
-  $M infer $COMMON SPLIT=$split PRED=$D/preds/$split.jsonl BACKEND=transformers INFER_ARGS="--max-new-tokens 24 --logprobs"
+  $M infer $COMMON SPLIT=$split PRED=$D/preds/$split.jsonl BACKEND=transformers INFER_ARGS=--logprobs
   step "score $split"
   $M score PRED=$D/preds/$split.jsonl REPORT=$D/reports/$split
 done
@@ -39,7 +41,8 @@ $M submit-task1 $COMMON HUB_REPO=demo-user/medico2026-task1-demo TEAM=submission
 
 step "submit-task2 (dry run: explanations, boxes, heatmaps, calibrated confidence, strict validation)"
 $M submit-task2 $COMMON HUB_REPO=demo-user/medico2026-task2-demo TEAM=submission/team.demo.json \
-  SUBMIT_DATASET=$D/synthetic DRY_RUN=1
+  SUBMIT_DATASET=$D/synthetic DRY_RUN=1 TASK1_PRED=$D/preds/task2_val-original.jsonl \
+  CALIBRATION=$D/preds/val-original.jsonl TASK2_ARGS="--grid 4 --probe-tokens 8 --grounding-tokens 16"
 
 step "done in $(( $(date +%s) - start ))s. Artefacts:"
 cat <<EOF
@@ -49,6 +52,6 @@ cat <<EOF
   training run         $D/run        (checkpoints; merged model in $D/run/merged)
   predictions          $D/preds/*.jsonl
   score reports        $D/reports/*/
-  task 1 submission    submission/build/task1/demo/
-  task 2 submission    submission/build/task2/demo/
+  task 1 submission    $D/submission/task1/demo/   (submission_task1.py, predictions_1.json from its offline run)
+  task 2 submission    $D/submission/task2/demo/   (submission_task2.jsonl, visuals/, report/)
 EOF
