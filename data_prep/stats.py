@@ -20,28 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from common.io import atomic_open, atomic_path  # noqa: E402
 
-FACTOR, MIN_PIXELS = 28, 3136
-
-
-def smart_resize(height: int, width: int, max_pixels: int, factor: int = FACTOR,
-                 min_pixels: int = MIN_PIXELS) -> tuple[int, int]:
-    """Qwen2.5-VL's resize rule (qwen_vl_utils.smart_resize), written out so stats need no extra package."""
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-def image_tokens(width: int, height: int, max_pixels: int) -> int:
-    h, w = smart_resize(height, width, max_pixels)
-    return (h // FACTOR) * (w // FACTOR)
+from common.qwen_vision import image_tokens, smart_resize  # noqa: E402,F401  (re-exported for callers)
 
 
 def _summary(values: Sequence[float]) -> str:

@@ -13,6 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from common.qwen_vision import smart_resize  # noqa: F401  (the processor's resize; boxes map back through it)
+
 # What to ask the model to locate, by question topic (explain.probing.classify_question).
 TARGETS = {'polyp': 'polyp', 'instrument': 'surgical instrument', 'text': 'text overlay',
            'box': 'green picture-in-picture box', 'landmark': 'anatomical landmark'}
@@ -23,23 +25,6 @@ def grounding_prompt(target: str) -> str:
     """The Qwen2.5-VL cookbook's grounding pattern."""
     return (f'Locate the {target} in the image and output its bbox coordinates in JSON format like '
             f'{{"bbox_2d": [x1, y1, x2, y2], "label": "{target}"}}.')
-
-
-def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
-                 max_pixels: int = 14 * 14 * 4 * 1280) -> tuple[int, int]:
-    """(height, width) Qwen2.5-VL's processor resizes an image to: round each side to a multiple of `factor`, then
-    scale down (floor) or up (ceil) keeping the aspect ratio until the pixel count fits [min_pixels, max_pixels]."""
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > max_pixels:
-        scale = math.sqrt(height * width / max_pixels)
-        h = max(factor, math.floor(height / scale / factor) * factor)
-        w = max(factor, math.floor(width / scale / factor) * factor)
-    elif h * w < min_pixels:
-        scale = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * scale / factor) * factor
-        w = math.ceil(width * scale / factor) * factor
-    return h, w
 
 
 @dataclass

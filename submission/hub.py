@@ -13,19 +13,9 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError
+from common.hub import hub_token  # noqa: F401  (submission.task1/task2 call hub.hub_token)
 
 COMPETITION = 'medico-2026'
-
-
-def hub_token() -> str | None:
-    token = os.environ.get('HF_TOKEN')
-    if token:
-        return token
-    try:
-        from huggingface_hub import get_token
-        return get_token()
-    except Exception:
-        return None
 
 
 def why_not_online(token: str | None) -> str | None:
@@ -82,3 +72,13 @@ def confirm(prompt: str, expected: str) -> bool:
         return input(prompt).strip() == expected
     except EOFError:
         return False
+
+
+def submit_after_confirmation(repo_id: str, task: int, token: str) -> None:
+    """`medvqa validate_and_submit` once the user has typed the repo id; otherwise say what was (not) done."""
+    print('Submitting makes the repo public (gated) and shares it with the organizers; '
+          'keep it unchanged until the results are out.')
+    if confirm(f'Type the repo id ({repo_id}) to submit: ', repo_id):
+        medvqa('validate_and_submit', repo_id, task, token)
+    else:
+        print('not confirmed: validated, not submitted')

@@ -307,12 +307,7 @@ def publish(args, folder: Path) -> None:
     print(f'uploaded to {url}')
     hub.medvqa('validate', args.hub_repo, 1, token)
     if args.submit:
-        print('Submitting makes the repo public (gated) and shares it with the organizers; '
-              'keep it unchanged until the results are out.')
-        if hub.confirm(f'Type the repo id ({args.hub_repo}) to submit: ', args.hub_repo):
-            hub.medvqa('validate_and_submit', args.hub_repo, 1, token)
-        else:
-            print('not confirmed: validated, not submitted')
+        hub.submit_after_confirmation(args.hub_repo, 1, token)
 
 
 @cli_main

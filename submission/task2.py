@@ -412,12 +412,7 @@ def main(argv=None) -> int:
     hub.medvqa('validate', args.hub_repo, 2, token)
     print(f'uploaded {folder} to {args.hub_repo}; `medvqa validate --task=2` passed')
     if args.submit:
-        print('Submitting makes the repo public (gated) and shares it with the organizers; '
-              'keep it unchanged until the results are out.')
-        if hub.confirm(f'Type the repo id ({args.hub_repo}) to submit: ', args.hub_repo):
-            hub.medvqa('validate_and_submit', args.hub_repo, 2, token)
-        else:
-            print('not confirmed: validated, not submitted')
+        hub.submit_after_confirmation(args.hub_repo, 2, token)
     return 0
 
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError, cli_main
+from common.hub import hub_token
 from common.io import read_jsonl, write_json
 from common.offline import offline_env
 from training.launch import latest_checkpoint, swift_command
@@ -114,17 +115,6 @@ def compare_with_adapter(ck: Path, model: Path | str, data: str, n: int) -> list
         print(f'check {i}: {"same" if a == m else "DIFFERENT"} (max log-prob gap {gap:.2e}): '
               f'adapter={a[:60]!r} merged={m[:60]!r}')
     return results
-
-
-def hub_token() -> str | None:
-    token = os.environ.get('HF_TOKEN') or os.environ.get('HUGGING_FACE_HUB_TOKEN')
-    if token:
-        return token
-    try:
-        from huggingface_hub import get_token
-        return get_token()
-    except Exception:
-        return None
 
 
 def push(out: Path, repo_id: str) -> bool:

@@ -1,0 +1,32 @@
+"""How Qwen2.5-VL's processor sizes an image: shared by the data stats and the Subtask 2 box mapping."""
+from __future__ import annotations
+
+import math
+
+FACTOR = 28                      # patch 14 x spatial merge 2: one image token per 28 x 28 pixels
+MIN_PIXELS = 56 * 56
+MAX_PIXELS = 14 * 14 * 4 * 1280  # the processor's default cap (1280 image tokens)
+
+
+def smart_resize(height: int, width: int, max_pixels: int = MAX_PIXELS, *, factor: int = FACTOR,
+                 min_pixels: int = MIN_PIXELS) -> tuple[int, int]:
+    """(height, width) the processor resizes an image to: each side rounded to a multiple of `factor`, then scaled
+    down (floor) or up (ceil), keeping the aspect ratio, until the pixel count fits [min_pixels, max_pixels].
+    Same rule as qwen_vl_utils.smart_resize, except that a side never becomes 0 (it keeps one `factor`)."""
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / scale / factor) * factor)
+        w = max(factor, math.floor(width / scale / factor) * factor)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * scale / factor) * factor
+        w = math.ceil(width * scale / factor) * factor
+    return h, w
+
+
+def image_tokens(width: int, height: int, max_pixels: int = MAX_PIXELS) -> int:
+    """Image tokens the language model sees for one image of this size."""
+    h, w = smart_resize(height, width, max_pixels)
+    return (h // FACTOR) * (w // FACTOR)
