@@ -148,10 +148,25 @@ def test_compose_derives_accumulation_for_the_gpu_count(data_dir, tmp_path):
     one, env1 = compose(str(recipe), str(data_dir), str(tmp_path / 'run'), None, [], False, {}, gpus=1)
     eight, env8 = compose(str(recipe), str(data_dir), str(tmp_path / 'run'), None, [],
                           False, {'NPROC_PER_NODE': '8', 'MAX_PIXELS': '1003520'}, gpus=8)
-    assert one.value('gradient_accumulation_steps') == '16' and eight.value('gradient_accumulation_steps') == '2'
+    assert one.value('gradient_accumulation_steps') == '8' and eight.value('gradient_accumulation_steps') == '1'
     assert env1['MAX_PIXELS'] == '640000'          # recipe default
     assert env8['MAX_PIXELS'] == '1003520'         # the caller's environment wins
     assert '--global_batch' not in one.swift_argv() and '--env' not in one.swift_argv()
+
+
+def test_all_visible_gpus_train_data_parallel_when_nproc_is_unset(data_dir, tmp_path):
+    recipe = REPO / 'recipes/qwen2_5_vl/7B_lora.args'
+    four, env4 = compose(str(recipe), str(data_dir), str(tmp_path / 'run'), None, [], False, {}, gpus=4)
+    assert env4['NPROC_PER_NODE'] == '4' and four.value('gradient_accumulation_steps') == '2'
+    _, env1 = compose(str(recipe), str(data_dir), str(tmp_path / 'run'), None, [], False, {}, gpus=1)
+    assert 'NPROC_PER_NODE' not in env1
+
+
+def test_callers_gradient_accumulation_wins_over_the_derived_one(data_dir, tmp_path):
+    recipe = REPO / 'recipes/qwen2_5_vl/7B_lora.args'
+    r, _ = compose(str(recipe), str(data_dir), str(tmp_path / 'run'), None,
+                   ['--gradient_accumulation_steps', '3'], False, {}, gpus=1)
+    assert r.value('gradient_accumulation_steps') == '3'
 
 
 def test_nproc_larger_than_visible_gpus_is_refused(data_dir, tmp_path):

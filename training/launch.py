@@ -48,6 +48,10 @@ def visible_gpus() -> int:
 
 def world_size(env: dict, gpus: int) -> tuple[int, int]:
     """(NPROC_PER_NODE, NNODES); more processes per node than visible GPUs is an error (CPU: one process)."""
+    if env.get('NPROC_PER_NODE', '') == '' and gpus > 1:
+        # Without NPROC_PER_NODE ms-swift runs ONE process that spreads the model over every visible GPU
+        # (device_map auto: model parallel, slow). Data-parallel over all visible GPUs is what a user expects.
+        return gpus, _env_int(env, 'NNODES')
     nproc, nnodes = _env_int(env, 'NPROC_PER_NODE'), _env_int(env, 'NNODES')
     if nproc > max(gpus, 1):
         raise InputError(f'NPROC_PER_NODE={nproc} but only {gpus} GPU(s) are visible here '
@@ -121,7 +125,8 @@ def compose(recipe_path: str, data: str, run: str, model: str | None, extra: lis
     check_packing(recipe)
     check_flags(recipe.flags, 'sft')
     derived = []
-    if recipe.get('global_batch'):
+    user_set = {f.name for f in extra_flags}
+    if recipe.get('global_batch') and 'gradient_accumulation_steps' not in user_set:   # the caller's flag wins
         per_device = int(recipe.value('per_device_train_batch_size', '1'))
         steps = grad_accumulation(int(recipe.value('global_batch')), per_device, nproc, nnodes)
         derived.append(Flag('gradient_accumulation_steps', (str(steps),), '--global_batch'))
@@ -135,6 +140,10 @@ def compose(recipe_path: str, data: str, run: str, model: str | None, extra: lis
         recipe = load_recipe(recipe_path, variables, extra_flags + derived)
 
     run_env = dict(env)
+    if nproc > 1 and env.get('NPROC_PER_NODE', '') == '':
+        run_env['NPROC_PER_NODE'] = str(nproc)
+        print(f'{gpus} GPUs visible: NPROC_PER_NODE={nproc} (data-parallel; set NPROC_PER_NODE to change)',
+              file=sys.stderr)
     for name, value in recipe.env().items():      # recipe defaults; the caller's environment wins
         run_env.setdefault(name, value)
     if model and Path(model).is_dir():            # a local model: never look it up on a hub
