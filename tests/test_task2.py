@@ -221,28 +221,46 @@ def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_datase
     assert (out / 'submission_task2.jsonl').read_text() == before
 
 
+RUNNER_CHECK = """
+import json, sys
+from PIL import Image
+from explain.grounding import smart_resize
+from explain.runner import VLRunner
+model, images, max_pixels = sys.argv[1], sys.argv[2:-1], int(sys.argv[-1])
+runner = VLRunner(model)
+out = {'resized': [], 'gens': []}
+for path in images:
+    im = Image.open(path).convert('RGB')
+    out['resized'].append([list(runner.resized_size(im)), list(smart_resize(im.height, im.width, max_pixels=max_pixels))[::-1]])
+    for q in ('Is there a polyp?', 'What colour is the abnormality?'):
+        gen = runner.answer(im, q, max_new_tokens=1)
+        ids = runner.tokenizer(gen.text, add_special_tokens=False)['input_ids']
+        batch = runner.answer_logprob_batch([im, im], q, gen.text) if len(ids) == 1 else None
+        out['gens'].append({'logprobs': gen.token_logprobs, 'top': max(gen.first_top.values()), 'batch': batch})
+print(json.dumps(out))
+"""
+
+
 @pytest.mark.slow
-def test_runner_matches_ms_swift_generation(tiny_model_dir, synthetic_dataset, monkeypatch):
+def test_runner_matches_ms_swift_generation(tiny_model_dir, synthetic_dataset):
     """Our scoring path (ms-swift template encode + forward) gives ms-swift's own generation log-probs, and the
-    grounding size is Qwen2.5-VL's smart_resize under MAX_PIXELS."""
-    from explain.grounding import smart_resize
-    from explain.runner import VLRunner
-    monkeypatch.setenv('MAX_PIXELS', MAX_PIXELS)
-    runner = VLRunner(tiny_model_dir)
-    image = Image.open(sorted((synthetic_dataset / 'images').glob('*.jpg'))[0]).convert('RGB')
-    h, w = smart_resize(image.height, image.width, max_pixels=int(MAX_PIXELS))
-    assert runner.resized_size(image) == (w, h)
+    grounding size is Qwen2.5-VL's smart_resize under MAX_PIXELS. Runs in a fresh process: ms-swift reads
+    MAX_PIXELS when it is first imported, as `submission.task2` does (it sets it before importing ms-swift)."""
+    import os
+    import subprocess
+    import sys
+    images = [str(p) for p in sorted((synthetic_dataset / 'images').glob('*.jpg'))[:3]]
+    proc = subprocess.run([sys.executable, '-c', RUNNER_CHECK, str(tiny_model_dir), *images, MAX_PIXELS], cwd=REPO,
+                          env={**os.environ, 'MAX_PIXELS': MAX_PIXELS}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for ours, expected in out['resized']:
+        assert ours == expected
     checked = 0
-    for path in sorted((synthetic_dataset / 'images').glob('*.jpg'))[:3]:
-        im = Image.open(path).convert('RGB')
-        for q in ('Is there a polyp?', 'What colour is the abnormality?'):
-            gen = runner.answer(im, q, max_new_tokens=1)  # one token always re-tokenizes to itself (unless a
-            assert len(gen.token_logprobs) == 1            # partial UTF-8 byte; longer answers may merge, e.g. \n\n)
-            assert max(gen.first_top.values()) == pytest.approx(gen.token_logprobs[0])
-            ids = runner.tokenizer(gen.text, add_special_tokens=False)['input_ids']
-            if len(ids) != 1:
-                continue
-            assert runner.answer_logprob_batch([im, im], q, gen.text) == \
-                pytest.approx([sum(gen.token_logprobs)] * 2, abs=1e-3)
+    for gen in out['gens']:
+        assert len(gen['logprobs']) == 1   # one token always re-tokenizes to itself (unless a partial UTF-8 byte)
+        assert gen['top'] == pytest.approx(gen['logprobs'][0])
+        if gen['batch'] is not None:
+            assert gen['batch'] == pytest.approx([sum(gen['logprobs'])] * 2, abs=1e-3)
             checked += 1
     assert checked >= 1
