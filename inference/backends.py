@@ -15,7 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-TRANSFORMERS_BATCH = 16   # requests per forward pass on the transformers engine
+TRANSFORMERS_BATCH = 16       # requests per forward pass on the transformers engine (CPU)
+TRANSFORMERS_BATCH_GPU = 64   # on a GPU: 64 ran 2.7x the medvqa template's 16 on an H200 (docs/benchmarks.md)
 VLLM_CHUNK = 512          # requests handed to vLLM at once (it schedules them itself); also the resume granularity
 
 
@@ -116,7 +117,8 @@ def load_backend(name: str, model: str, adapters: list[str], *, max_new_tokens: 
     kinds = {'model_type': model_type, 'template_type': template}
     if name == 'transformers':
         from swift import TransformersEngine
-        batch = batch_size or TRANSFORMERS_BATCH
+        import torch
+        batch = batch_size or (TRANSFORMERS_BATCH_GPU if torch.cuda.is_available() else TRANSFORMERS_BATCH)
         engine = TransformersEngine(model, adapters=adapters or None, max_batch_size=batch, **kinds)
         return Backend(engine, batch, max_new_tokens, logprobs)
     if name == 'vllm':

@@ -1,7 +1,7 @@
 """Answer a prepared ms-swift JSONL with a model: greedy decoding, one prediction row per input line, resumable.
 
     python -m inference.predict --model M [--adapters A] --data OUT/swift/test-original.jsonl --out PRED.jsonl \
-        [--backend auto|vllm|transformers] [--max-new-tokens 64] [--batch-size 16] [--logprobs] [--max-pixels N] \
+        [--backend auto|vllm|transformers] [--max-new-tokens 64] [--batch-size 16 CPU, 64 GPU] [--logprobs] [--max-pixels N] \
         [--max-model-len 4096] [--limit-mm-per-prompt '{"image":1}'] [--tensor-parallel 1] [--gpus N] [--limit N]
 
 PRED.jsonl: per input line, in order, the sidecar (.meta.jsonl) fields + `prediction` + `reference` (the input's
@@ -164,7 +164,7 @@ def parse_args(argv: list[str] | None):
                    help='auto: vLLM when installed and a GPU is visible, else ms-swift transformers')
     p.add_argument('--max-new-tokens', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=None,
-                   help='requests per step (default 16 on transformers, 512 handed at once to vLLM)')
+                   help='requests per step (transformers: 16 on CPU, 64 on a GPU; vLLM: 512 handed over at once)')
     p.add_argument('--logprobs', action='store_true', help='also write tokens and token_logprobs')
     p.add_argument('--max-pixels', type=int, default=None, help='image budget (MAX_PIXELS for ms-swift Qwen-VL)')
     p.add_argument('--max-model-len', type=int, default=4096, help='vLLM context length')
