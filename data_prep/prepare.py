@@ -187,6 +187,11 @@ def prepare(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     skipped: Counter = Counter()
     ds = sources.load_source(args.dataset, images=args.images)
+    if args.images is None and args.dataset == sources.HUB_DATASET:
+        # The x1 rows only reference their images: fetch each one once, by img_id, from SimulaMet-HOST/Kvasir-VQA.
+        args.images = str(out / 'hub_images')
+        img_ids = {i for split in ds.values() for i in split['img_id']}
+        sources.download_hub_images(args.images, img_ids)
     rows_by_split, image_src, first_seen = _load_rows(args, ds, skipped)
 
     # Check every image (and that old variants match this seed) before writing anything: no partial output.
