@@ -82,7 +82,7 @@ def make_pairs(n: int, out: Path) -> str:
 
 
 def run(code: str, *args: str) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get('HF_HUB_OFFLINE', '0'), PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), NLTK_DATA=os.environ.get('NLTK_DATA', str(REPO / '.nltk_data')))
     proc = subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f'benchmark side failed:\n{proc.stderr[-3000:]}')
