@@ -55,3 +55,13 @@ def test_padded_kernel_keeps_windows_apart():
 def test_no_vision_tower_is_an_error():
     with pytest.raises(ValueError, match='no Qwen2.5-VL vision tower'):
         vit_attention.vision_tower(torch.nn.Linear(2, 2))
+
+
+def test_plugin_leaves_other_models_alone(capsys):
+    """The `vit_packed` callback is harmless on a model without a Qwen2.5-VL vision tower (e.g. Qwen3-VL)."""
+    from types import SimpleNamespace
+
+    from training.swift_plugin import PackedVitAttention
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    PackedVitAttention(None, SimpleNamespace(model=model)).on_train_begin(None, None, None)
+    assert 'vision attention unchanged' in capsys.readouterr().out

@@ -23,7 +23,11 @@ class PackedVitAttention(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        kernel = vit_attention.use_packed_vit_attention(self.trainer.model)
+        try:
+            kernel = vit_attention.use_packed_vit_attention(self.trainer.model)
+        except ValueError as e:  # not a Qwen2.5-VL: leave the model as it is, say so once
+            print(f'[training] vit_packed: {e}; vision attention unchanged', flush=True)
+            return
         print(f'[training] vision tower attention: {vit_attention.NAME} ({kernel} kernel)', flush=True)
 
 
