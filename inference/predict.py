@@ -22,6 +22,7 @@ from pathlib import Path
 
 from common.errors import InputError, cli_main
 from common.io import read_jsonl
+from common.run_env import image_budget
 from inference import shards
 from inference.backends import choose_backend, prompt_of
 
@@ -200,6 +201,7 @@ def _json_dict(text: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    args.max_pixels = image_budget(args.model, args.max_pixels)   # the training value travels with the model
     if args.worker_rank is not None:   # a worker process started by the parent below
         answer_lines(args, args.backend, shards.decode_lines(args.worker_lines),
                      shards.worker_partial(args.out, args.worker_rank), args.worker_rank)

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from common.errors import InputError, cli_main
+from common.run_env import image_budget
 from submission import hub
 from submission.dry_run import dry_run
 from submission.patch_check import check_script
@@ -237,8 +238,9 @@ def build(args) -> Path:
     hub_repo = args.hub_repo or f'your-hf-user/medico2026-task1-{args.name}'
     models = resolve_models(args.model, args.adapter, hub_repo)
     args_json = find_args_json(*(Path(p) for p in (args.adapter, args.model) if p and Path(p).is_dir()))
-    # the image budget the model was trained/evaluated with: flag, then the MAX_PIXELS env (as `make` passes it)
-    max_pixels = args.max_pixels or os.environ.get('MAX_PIXELS') or args_json.get('max_pixels') or DEFAULT_MAX_PIXELS
+    # the image budget the model was trained with: flag, the model's medico_env.json, $MAX_PIXELS, args.json, default
+    max_pixels = (image_budget(args.model if Path(args.model).is_dir() else None, args.max_pixels)
+                  or args_json.get('max_pixels') or DEFAULT_MAX_PIXELS)
     try:
         max_pixels = int(max_pixels)
     except ValueError:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from common.errors import InputError, cli_main
 from common.io import atomic_open, read_jsonl, write_json, write_jsonl
+from common.run_env import image_budget
 from submission.team import DEFAULT_TEAM_FILE, load_team
 from submission.validate_task2 import JSONL, SCRIPT, read_task1_answers, validate_folder
 
@@ -306,6 +307,7 @@ def build(args) -> tuple[Path, dict]:
                                      'predictions must be for the task2_val split', file=args.task1_predictions,
                                      field=k)
             answers[r['val_id']] = p['prediction']
+    args.max_pixels = image_budget(model, args.max_pixels)   # as in training (the model's medico_env.json)
     runner = VLRunner(model, max_pixels=args.max_pixels, system=args.system)
     model_key = _key(str(model.resolve()), args.max_pixels, args.system)
     root = Path(args.build_root)

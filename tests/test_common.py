@@ -31,3 +31,15 @@ def test_jsonl_roundtrip_and_bad_line_named(tmp_path):
     p.write_text('{"a": 1}\n{oops\n')
     with pytest.raises(InputError, match=r'x.jsonl:2: not valid JSON'):
         read_jsonl(p)
+
+
+def test_image_budget_prefers_flag_then_model_then_environment(tmp_path, monkeypatch):
+    from common.run_env import image_budget, read_run_env, write_run_env
+    monkeypatch.setenv('MAX_PIXELS', '111')
+    assert image_budget(tmp_path) == 111 and image_budget('Qwen/Qwen2.5-VL-7B-Instruct') == 111
+    write_run_env(tmp_path, {'MAX_PIXELS': '640000'})
+    assert read_run_env(tmp_path) == {'MAX_PIXELS': '640000'}
+    assert image_budget(tmp_path) == 640000
+    assert image_budget(tmp_path, 222) == 222
+    monkeypatch.delenv('MAX_PIXELS')
+    assert image_budget(tmp_path / 'no-such-model') is None

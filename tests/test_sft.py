@@ -75,6 +75,7 @@ def test_tiny_recipe_trains(trained):
     assert losses[-1] < losses[0] and evals[-1] < evals[0]          # the optimizer moved the model downhill
     composed = (run / 'recipe.args').read_text()
     assert '--gradient_accumulation_steps 1  # --global_batch' in composed and '--tuner_type lora' in composed
+    assert json.loads((run / 'medico_env.json').read_text()) == {'MAX_PIXELS': '50176'}   # the recipe's image budget
 
 
 @pytest.mark.slow
@@ -86,7 +87,8 @@ def test_export_merges_and_answers_like_the_adapter(trained, tiny_model_dir):
     gaps = [float(g) for g in re.findall(r': same \(max log-prob gap ([0-9.e+-]+)\)', proc.stdout)]
     assert len(gaps) == 2 and 'DIFFERENT' not in proc.stdout, proc.stdout[-2000:]
     assert max(gaps) < 1e-4                      # merged == base + adapter to float precision (fp32)
-    for name in ('config.json', 'model.safetensors', 'tokenizer.json', 'processor_config.json', 'EXPORT_INFO.json'):
+    for name in ('config.json', 'model.safetensors', 'tokenizer.json', 'processor_config.json', 'EXPORT_INFO.json',
+                 'medico_env.json'):   # the training image budget travels with the model to inference/submissions
         assert (out / name).is_file(), name
     assert not (out / 'adapter_config.json').exists()
     assert not (run / '.merged.partial').exists()

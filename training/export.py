@@ -22,6 +22,7 @@ from common.errors import InputError, cli_main
 from common.hub import hub_token
 from common.io import read_jsonl, write_json
 from common.offline import offline_env
+from common.run_env import read_run_env, write_run_env
 from training.launch import latest_checkpoint, swift_command
 
 # Files of a full-weights checkpoint that a model folder does not need.
@@ -134,6 +135,9 @@ def push(out: Path, repo_id: str) -> bool:
 def export(run: str, out: str, checkpoint: str | None = None, check_data: str | None = None, check_n: int = 4,
            hub_model_id: str | None = None) -> Path:
     ck = find_checkpoint(Path(run), checkpoint).resolve()
+    run_env = read_run_env(run)
+    for name, value in run_env.items():       # e.g. MAX_PIXELS: the check answers with training's image size
+        os.environ.setdefault(name, value)
     out_path = Path(out)
     info_path = out_path / DONE
     if info_path.is_file() and json.loads(info_path.read_text()).get('checkpoint') == str(ck):
@@ -152,6 +156,8 @@ def export(run: str, out: str, checkpoint: str | None = None, check_data: str | 
             copy_full(ck, tmp)
             if check_data:
                 print('full fine-tune: the model folder is the checkpoint itself, nothing to compare')
+        if run_env:
+            write_run_env(tmp, run_env)
         write_json(tmp / DONE, {'checkpoint': str(ck), 'lora_merged': is_lora(ck),
                                 'checked_samples': check_n if check_data and is_lora(ck) else 0})
         shutil.rmtree(out_path, ignore_errors=True)

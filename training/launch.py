@@ -21,6 +21,7 @@ from pathlib import Path
 from common.errors import InputError, cli_main
 from common.io import atomic_open
 from common.offline import OFFLINE_ENV
+from common.run_env import write_run_env
 from training.recipe import Flag, Recipe, check_flags, flags_from_argv, load_recipe
 
 DIST_ENV = ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT')
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     write_composed(recipe, Path(args.run) / 'recipe.args')
+    write_run_env(args.run, {k: run_env[k] for k in recipe.env()})   # export copies it next to the model
     return subprocess.run(cmd, env=run_env).returncode
 
 
