@@ -16,6 +16,8 @@ IMAGES  ?=#                             folder of <img_id>.jpg for a local copy 
 DATA    ?= data/prepared#               where `make prepare` writes images, ms-swift JSONL, subsets, stats
 AUG_K   ?= 10#                          weakly augmented variants per image (1 = the official one-variant layout)
 PREPARE_ARGS ?=#                        extra flags, e.g. --curriculum --train-on-test --lenient --system-prompt "..."
+KVASIR_SEG ?=#                          optional grounding data: a Kvasir-SEG folder (images/ + masks/)
+KVASIR_INSTRUMENT ?=#                   optional grounding data: a Kvasir-Instrument folder (images/ + boxes *.json)
 # ---- training -----------------------------------------------------------------------------------------------------
 RECIPE  ?= recipes/qwen2_5_vl/7B_lora.args
 RUN     ?= runs/$(basename $(notdir $(RECIPE)))
@@ -49,7 +51,7 @@ TINY_MODEL ?= models/tiny-qwen2.5-vl
 RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
-.PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets sft export infer score baseline \
+.PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
         submit-task1 submit-task2 bench clean
 
 help: ## list the targets
@@ -79,6 +81,10 @@ prepare: $(SETUP_STAMP) ## DATASET -> images, augmented variants, splits, organi
 
 subsets: $(SETUP_STAMP) ## write the organizers' task-1/task-2 subsets of DATASET into OUT (no images needed)
 	$(PY) -m data_prep.subsets --dataset $(DATASET) --out $(or $(OUT),$(DATA)/subsets)
+
+grounding-data: $(SETUP_STAMP) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift/grounding.jsonl (Subtask 2 boxes)
+	$(PY) -m data_prep.grounding_data $(if $(KVASIR_SEG),--kvasir-seg $(KVASIR_SEG)) \
+	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --out $(DATA)/swift/grounding.jsonl
 
 sft: $(SETUP_STAMP) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
 	$(PY) -m training.launch --recipe $(RECIPE) --data $(DATA) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \

@@ -13,18 +13,11 @@ import math
 import re
 from dataclasses import dataclass
 
+from common.prompts import GROUNDING_TARGETS, grounding_prompt  # noqa: F401  (shared with the training data)
 from common.qwen_vision import smart_resize  # noqa: F401  (the processor's resize; boxes map back through it)
 
-# What to ask the model to locate, by question topic (explain.probing.classify_question).
-TARGETS = {'polyp': 'polyp', 'instrument': 'surgical instrument', 'text': 'text overlay',
-           'box': 'green picture-in-picture box', 'landmark': 'anatomical landmark'}
+TARGETS = GROUNDING_TARGETS   # what to ask the model to locate, by question topic
 DEFAULT_TARGET = 'abnormality'
-
-
-def grounding_prompt(target: str) -> str:
-    """The Qwen2.5-VL cookbook's grounding pattern."""
-    return (f'Locate the {target} in the image and output its bbox coordinates in JSON format like '
-            f'{{"bbox_2d": [x1, y1, x2, y2], "label": "{target}"}}.')
 
 
 @dataclass

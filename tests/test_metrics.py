@@ -210,3 +210,66 @@ def test_nltk_data_installer_is_idempotent(nltk_ready, tmp_path):
         nltk_data.install(tmp_path / 'empty', download=False, apt=False)
     lex = (REPO_NLTK_DATA / 'corpora' / 'wordnet' / 'lexnames').read_text().splitlines()
     assert len(lex) == 45 and lex[3] == '03\tnoun.Tops\t1' and lex[-1] == '44\tadj.ppl\t3'
+
+
+# ---- the fast pieces equal the libraries, string for string -------------------------------------------------------
+SHARED_TRAIN = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'kvasir-vqa-x1' / 'train-subset.parquet'
+ADVERSARIAL = ('He said "it\'s fine"... (really?) [no] {x} <y>', "can't won't 'tis gimme wanna go", 'a--b ‒–—― 1-2',
+               'Mr. Smith went to Washington. He did.', '“Curly” ‘quotes’ «guillemets» „low”', 'x\u00a0y\u2028z\tw',
+               'café naïve İı ſ K', '&quot;&amp;&lt;&gt; <skipped> line-\nbreak', 'trailing.) "end."\' ', '....',
+               "rock 'n' roll y'all O'Neil's", 'http://a.b/c?d=e&f#g @h $1,000.50 5% x*y;z', '\n\n', '   ')
+
+
+@pytest.fixture(scope='module')
+def all_texts(golden) -> list[str]:
+    """Every question and answer of the x1 train subset, the golden pairs and adversarial strings."""
+    import pandas as pd
+    if not SHARED_TRAIN.is_file():
+        pytest.fail(f'{SHARED_TRAIN} missing (../shared)')
+    frame = pd.read_parquet(SHARED_TRAIN, columns=['question', 'answer'])
+    from eval.fast_tokenize import PROBES
+    texts = {*frame['question'], *frame['answer'], *golden[0], *golden[1], *ADVERSARIAL, *PROBES}
+    assert len(texts) > 15000
+    return sorted(texts)
+
+
+def test_fast_tokenizers_equal_libraries(nltk_ready, all_texts):
+    from nltk import word_tokenize
+    from rouge_score.tokenizers import DefaultTokenizer
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    from eval.fast_tokenize import Bleu13a, WordTokenizer, rouge_tokens
+    words, bleu, rouge = WordTokenizer(), Bleu13a(), DefaultTokenizer(use_stemmer=False)
+    assert words.fast and bleu.fast  # the self-check passed, so the fast paths are what runs
+    bleu_lib = Tokenizer13a()
+    for text in all_texts:
+        assert words(text) == word_tokenize(text), text
+        assert bleu(text) == bleu_lib(text).split(), text
+        assert rouge_tokens(text) == rouge.tokenize(text), text
+
+
+def test_lite_wordnet_lemma_names_equal_nltk(nltk_ready, all_texts):
+    import nltk.data
+    from nltk.corpus import wordnet
+    from nltk.corpus.reader.wordnet import POS_LIST
+
+    from eval.wordnet_lite import FILES, LiteWordNet
+    assert list(FILES) == POS_LIST  # synsets(word) walks POS_LIST; the lite reader knows exactly those files
+    lite = LiteWordNet(nltk.data.find('corpora/wordnet').path)
+    from eval.fast_tokenize import WordTokenizer
+    tokenize = WordTokenizer()  # METEOR's words: lower-cased word_tokenize tokens (equal to NLTK's, tested above)
+    words = {w.lower() for text in all_texts for w in tokenize(text)} | {w for text in all_texts for w in text.split()}
+    words |= {'geese', 'ran', 'better', 'best', 'leaves', 'churches', 'women', 'lying', 'abaci', 'feet', 'xqzt',
+              'Dogs', 'hotter', 'axes', 'boxes', 'ate', 'went', 'corpora', 'mice', 'quickly', "o'clock", '.', ''}
+    root = Path(lite._root)
+    for suffix, endings in (('noun', ('', 's', 'es')), ('verb', ('', 's', 'ed', 'ing')), ('adj', ('', 'er', 'est')),
+                            ('adv', ('',))):  # a sample of WordNet itself, inflected so that morphy has work
+        lemmas = [line.split()[0] for line in (root / f'index.{suffix}').read_text().splitlines()
+                  if not line.startswith(' ')]
+        words |= {lemma + end for lemma in lemmas[::97] for end in endings}
+    exceptions = [line.split()[0] for line in (root / 'verb.exc').read_text().splitlines()]
+    words |= set(exceptions[::7])
+    assert len(words) > 4000
+    for word in sorted(words):
+        assert lite.lemma_names(word) == {lem.name() for s in wordnet.synsets(word) for lem in s.lemmas()}, word
+    lite.close()

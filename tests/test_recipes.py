@@ -29,6 +29,7 @@ def data_dir(tmp_path) -> Path:
     """The two files common.args names (content is not read by the launcher)."""
     for split in ('train', 'val'):
         write(tmp_path / 'data' / 'swift' / f'{split}-original.jsonl', '{}\n')
+    write(tmp_path / 'data' / 'swift' / 'grounding.jsonl', '{}\n')   # make grounding-data
     return tmp_path / 'data'
 
 
@@ -237,3 +238,10 @@ def test_slurm_example_is_valid_bash_and_uses_the_launcher():
     subprocess.run(['bash', '-n', str(sbatch)], check=True)
     text = sbatch.read_text()
     assert 'training.launch' in text and 'NODE_RANK' in text and 'MASTER_ADDR' in text
+
+
+def test_grounding_recipe_adds_the_box_rows_and_the_json_box_format(data_dir, tmp_path):
+    r, env = compose(str(REPO / 'recipes/qwen2_5_vl/7B_lora_grounding.args'), str(data_dir), str(tmp_path / 'run'),
+                     None, [], False, {}, gpus=1)
+    assert [Path(v).name for v in r.get('dataset').values] == ['train-original.jsonl', 'grounding.jsonl']
+    assert env['QWENVL_BBOX_FORMAT'] == 'new'
