@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
+
 EPS = 1e-6
 ROUGE_THRESHOLD = 0.5
 N_BINS = 10
@@ -28,6 +30,9 @@ _NEG = re.compile(r'\b(no|not|none|without|absent|neither|nor|never|nothing|free
 # ---------------------------------------------------------------- raw scores
 def geometric_mean_prob(token_logprobs) -> float:
     lp = [float(v) for v in token_logprobs]
+    if any(math.isnan(v) for v in lp):
+        raise InputError('the model returned a NaN token log-prob: no confidence can be computed (check the model '
+                         'weights and dtype)', field='token_logprobs')
     return float(math.exp(sum(lp) / len(lp))) if lp else 0.0
 
 

@@ -213,3 +213,11 @@ def test_compose_states_only_what_the_model_said():
     assert out['text'].endswith('Occlusion heatmap: x.')
     long = probing.compose('q?', ' '.join(['w'] * 50), [])['text']
     assert probing.quoted_spans(long)[0].split() == ['w'] * probing.MAX_QUOTE_WORDS + ['…']
+
+
+def test_nan_log_probs_are_a_clear_error_not_a_nan_confidence():
+    from common.errors import InputError
+    from explain.confidence import raw_score
+    assert raw_score('What colour is it?', 'pink', [-0.5, -0.5]) == pytest.approx(math.exp(-0.5))
+    with pytest.raises(InputError, match='NaN token log-prob'):
+        raw_score('What colour is it?', 'pink', [-0.5, float('nan')])
