@@ -7,26 +7,31 @@ What the leaderboard runs (docs: anchors.md §1.8, data.md §5), with one refere
   `BootstrapAggregator` (1000 resamples, the median = `.mid`) under `np.random.seed(seed)`.
 - METEOR: NLTK `meteor_score` on `word_tokenize` tokens (alpha 0.9, beta 3, gamma 0.5), exact -> Porter stem ->
   WordNet synonym alignment, averaged with `np.mean`.
-Speed comes from tokenising each distinct string once, caching stems and WordNet synonym sets, scoring each distinct
-(reference, prediction) pair once, a bit-parallel LCS and a vectorised bootstrap that draws the same random numbers.
-Tests compare every piece with the libraries themselves.
+Speed comes from tokenising each distinct string once (with the library-identical tokenizers of eval.fast_tokenize),
+caching stems and WordNet synonym sets (read lazily by eval.wordnet_lite), scoring each distinct (reference,
+prediction) pair once, a bit-parallel LCS, a vectorised bootstrap that draws the same random numbers, and no cyclic
+garbage collection while scoring. Tests compare every piece with the libraries themselves.
 """
 from __future__ import annotations
 
+import gc
 import math
 from collections import Counter, defaultdict
+from itertools import chain
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 import eval  # noqa: F401  (points NLTK at <repo>/.nltk_data)
+from eval.fast_tokenize import rouge_tokens
 
 REPORTED = ('bleu', 'rouge1', 'rouge2', 'rougeL', 'meteor')
 ROUGE_TYPES = ('rouge1', 'rouge2', 'rougeL', 'rougeLsum')  # evaluate's order: it fixes which random draws each gets
 BLEU_MAX_ORDER = 4
 METEOR_ALPHA, METEOR_BETA, METEOR_GAMMA = 0.9, 3, 0.5
 BOOTSTRAP_SAMPLES = 1000
-BOOTSTRAP_CHUNK = 50  # resamples drawn per numpy call (memory: CHUNK x N indices)
+BOOTSTRAP_CHUNK = 10  # resamples drawn per numpy call (memory: CHUNK x N indices; small stays in cache)
 DECIMALS = 4
 
 
@@ -43,15 +48,23 @@ def _fmeasure(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
-def _ngram_counts(tokens: Sequence[str], max_order: int) -> list[Counter]:
-    """Counters of 1..max_order-grams (as tuples), one per order."""
-    return [Counter(zip(*(tokens[k:] for k in range(n)))) for n in range(1, max_order + 1)]
+def _ngram_counts(tokens: Sequence[str], max_order: int) -> Counter:
+    """One Counter of all 1..max_order-grams (tuples; a gram's length is its order)."""
+    shifted = [tokens[k:] for k in range(max_order)]
+    return Counter(chain.from_iterable([zip(*shifted[:n]) for n in range(1, max_order + 1)]))
 
 
-def _overlap(a: Counter, b: Counter) -> int:
+def _overlaps(a: Counter, b: Counter, max_order: int) -> list[int]:
+    """Clipped matches per order: sum over grams of min(count in a, count in b), for orders 1..max_order."""
     if len(a) > len(b):
         a, b = b, a
-    return sum(min(c, b[g]) for g, c in a.items() if g in b)
+    out = [0] * max_order
+    get = b.get
+    for gram, c in a.items():
+        o = get(gram)
+        if o:
+            out[len(gram) - 1] += c if c < o else o
+    return out
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -73,8 +86,8 @@ class Scorer:
     """Holds the caches (tokens, stems, synonyms, pair scores); reuse one to score many subsets of the same data."""
 
     def __init__(self):
-        self._bleu_tok: dict[str, list[Counter]] = {}
-        self._rouge_tok: dict[str, tuple[list[str], Counter, Counter]] = {}
+        self._bleu_tok: dict[str, tuple[int, Counter]] = {}
+        self._rouge_tok: dict[str, tuple[list[str], Counter]] = {}
         self._meteor_tok: dict[str, list[str]] = {}
         self._rouge_pairs: dict[tuple[str, str], tuple[RougeScore, ...]] = {}
         self._meteor_pairs: dict[tuple[str, str], float] = {}
@@ -85,12 +98,11 @@ class Scorer:
     # ---- third-party pieces, imported on first use -----------------------------------------------------------------
     def _lib(self):
         if self._tools is None:
-            from nltk import word_tokenize
             from nltk.stem.porter import PorterStemmer
-            from rouge_score.tokenizers import DefaultTokenizer
-            from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-            self._tools = dict(word_tokenize=word_tokenize, wordnet=None, stemmer=PorterStemmer(),
-                               rouge_tokenizer=DefaultTokenizer(use_stemmer=False), bleu_tokenizer=Tokenizer13a())
+
+            from eval.fast_tokenize import Bleu13a, WordTokenizer
+            self._tools = dict(word_tokenize=WordTokenizer(), lemma_names=None, stemmer=PorterStemmer(),
+                               bleu_tokenizer=Bleu13a())
         return self._tools
 
     # ---- BLEU ------------------------------------------------------------------------------------------------------
@@ -99,19 +111,21 @@ class Scorer:
         tok = self._lib()['bleu_tokenizer']
         for s in set(predictions) | set(references):
             if s not in self._bleu_tok:
-                tokens = tok(s).split()
-                self._bleu_tok[s] = [len(tokens), *_ngram_counts(tokens, BLEU_MAX_ORDER)]
+                tokens = tok(s)
+                self._bleu_tok[s] = (len(tokens), _ngram_counts(tokens, BLEU_MAX_ORDER))
         matches = [0] * BLEU_MAX_ORDER
         possible = [0] * BLEU_MAX_ORDER
         ref_len = hyp_len = 0
         for pred, ref in zip(predictions, references):
-            p, r = self._bleu_tok[pred], self._bleu_tok[ref]
-            hyp_len += p[0]
-            ref_len += r[0]
-            for k in range(BLEU_MAX_ORDER):
-                matches[k] += _overlap(p[k + 1], r[k + 1])
-                if p[0] - k > 0:
-                    possible[k] += p[0] - k
+            (p_len, p), (r_len, r) = self._bleu_tok[pred], self._bleu_tok[ref]
+            hyp_len += p_len
+            ref_len += r_len
+            overlaps = ([max(p_len - k, 0) for k in range(BLEU_MAX_ORDER)] if pred == ref  # all n-grams match
+                        else _overlaps(p, r, BLEU_MAX_ORDER))
+            for k, m in enumerate(overlaps):
+                matches[k] += m
+                if p_len - k > 0:
+                    possible[k] += p_len - k
         precisions = [matches[k] / possible[k] if possible[k] > 0 else 0.0 for k in range(BLEU_MAX_ORDER)]
         geo_mean = math.exp(sum((1. / BLEU_MAX_ORDER) * math.log(p) for p in precisions)) if min(precisions) > 0 else 0
         if ref_len == 0 or hyp_len == 0:  # nmt's guard: no text at all scores 0 (older copies divided by zero)
@@ -126,8 +140,8 @@ class Scorer:
     def _rouge_tokens(self, text: str):
         got = self._rouge_tok.get(text)
         if got is None:
-            tokens = self._lib()['rouge_tokenizer'].tokenize(text)
-            got = self._rouge_tok[text] = (tokens, *_ngram_counts(tokens, 2))
+            tokens = rouge_tokens(text)
+            got = self._rouge_tok[text] = (tokens, _ngram_counts(tokens, 2))
         return got
 
     def rouge_pair(self, reference: str, prediction: str) -> tuple[RougeScore, ...]:
@@ -138,10 +152,9 @@ class Scorer:
             return got
         ref, pred = self._rouge_tokens(reference), self._rouge_tokens(prediction)
         out = []
-        for n in (1, 2):
-            inter = _overlap(ref[n], pred[n])
-            precision = inter / max(sum(pred[n].values()), 1)
-            recall = inter / max(sum(ref[n].values()), 1)
+        for n, inter in enumerate(_overlaps(ref[1], pred[1], 2), 1):
+            precision = inter / max(len(pred[0]) - n + 1, 1)  # the number of n-grams
+            recall = inter / max(len(ref[0]) - n + 1, 1)
             out.append(RougeScore(precision, recall, _fmeasure(precision, recall)))
         if ref[0] and pred[0]:
             lcs = lcs_length(ref[0], pred[0])
@@ -177,9 +190,9 @@ class Scorer:
         got = self._synonyms.get(word)
         if got is None:
             tools = self._lib()
-            if tools['wordnet'] is None:
-                tools['wordnet'] = english_wordnet()
-            names = {lemma.name() for synset in tools['wordnet'].synsets(word) for lemma in synset.lemmas()}
+            if tools['lemma_names'] is None:
+                tools['lemma_names'] = wordnet_lemma_names()
+            names = tools['lemma_names'](word)
             got = self._synonyms[word] = frozenset({n for n in names if '_' not in n} | {word})
         return got
 
@@ -224,15 +237,33 @@ class Scorer:
     # ---- everything ------------------------------------------------------------------------------------------------
     def score(self, predictions: Sequence[str], references: Sequence[str], rouge_seed: int | None = 42) -> dict:
         _check(predictions, references)
-        bleu = self.bleu(predictions, references)
-        rouge = self.rouge(predictions, references, rouge_seed)
-        meteor = self.meteor(predictions, references)
+        gc_was_on = gc.isenabled()
+        gc.disable()  # the caches fill with ~10^5 small containers and no cycles: collections would only rescan them
+        try:
+            bleu = self.bleu(predictions, references)
+            rouge = self.rouge(predictions, references, rouge_seed)
+            meteor = self.meteor(predictions, references)
+        finally:
+            if gc_was_on:
+                gc.enable()
         unrounded = {'bleu': bleu['bleu'], **rouge['bootstrap'], 'meteor': meteor}
         return {**{k: round(float(unrounded[k]), DECIMALS) for k in REPORTED},
                 'unrounded': {k: float(v) for k, v in unrounded.items()},
                 'rouge_mean': rouge['mean'],
                 'bleu_details': {k: v for k, v in bleu.items() if k != 'bleu'},
                 'n': len(predictions), 'rouge_seed': rouge_seed}
+
+
+def wordnet_lemma_names():
+    """word -> {lemma.name() for synset in wordnet.synsets(word) for lemma in synset.lemmas()}, from the lazy reader of
+    eval.wordnet_lite where WordNet is a plain folder, else from NLTK's own reader (e.g. a wordnet.zip)."""
+    import nltk.data
+    found = nltk.data.find('corpora/wordnet')
+    if isinstance(found, nltk.data.FileSystemPathPointer) and Path(found.path).is_dir():
+        from eval.wordnet_lite import LiteWordNet
+        return LiteWordNet(found.path).lemma_names
+    wordnet = english_wordnet()
+    return lambda word: {lemma.name() for synset in wordnet.synsets(word) for lemma in synset.lemmas()}
 
 
 def english_wordnet():
@@ -310,7 +341,7 @@ def bootstrap_mid(f: np.ndarray, seed: int | None = 42, n_samples: int = BOOTSTR
             for start in range(0, n_samples, BOOTSTRAP_CHUNK):
                 stop = min(start + BOOTSTRAP_CHUNK, n_samples)
                 idx = np.random.randint(0, n, size=(stop - start, n))
-                means[start:stop] = np.cumsum(column[idx.T], axis=0)[-1] / n
+                means[start:stop] = np.cumsum(column[idx], axis=1)[:, -1] / n  # rows contiguous: faster, same adds
             mids.append(float(np.percentile(means[:, None], q, axis=0)[1, 0]))
         return mids
     finally:
