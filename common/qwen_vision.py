@@ -30,3 +30,19 @@ def image_tokens(width: int, height: int, max_pixels: int = MAX_PIXELS) -> int:
     """Image tokens the language model sees for one image of this size."""
     h, w = smart_resize(height, width, max_pixels)
     return (h // FACTOR) * (w // FACTOR)
+
+
+# ms-swift turns MAX_PIXELS into IMAGE_MAX_TOKEN_NUM (and MIN_PIXELS into IMAGE_MIN_TOKEN_NUM) in os.environ the first
+# time it loads a Qwen-VL processor, and from then on the token count wins over MAX_PIXELS, in this process and in
+# every child that inherits the environment.
+DERIVED_TOKEN_VARS = ('IMAGE_MAX_TOKEN_NUM', 'IMAGE_MIN_TOKEN_NUM')
+
+
+def use_image_budget(max_pixels: int | None, env=None) -> None:
+    """Set MAX_PIXELS for ms-swift in `env` (default os.environ) and drop token counts derived from an earlier value."""
+    import os
+    env = os.environ if env is None else env
+    if max_pixels:
+        env['MAX_PIXELS'] = str(int(max_pixels))
+        for name in DERIVED_TOKEN_VARS:
+            env.pop(name, None)

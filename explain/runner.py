@@ -12,7 +12,6 @@ predictions and that the model was fine-tuned with. On top of it:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from PIL import Image
 
 from common.errors import InputError
+from common.qwen_vision import use_image_budget
 
 
 @dataclass
@@ -40,7 +40,7 @@ class VLRunner:
         if not (Path(model_dir) / 'config.json').is_file():
             raise InputError('not a model folder (no config.json)', file=str(model_dir), field='--model')
         if max_pixels:
-            os.environ['MAX_PIXELS'] = str(int(max_pixels))  # read by ms-swift's Qwen-VL resizing, as in inference
+            use_image_budget(max_pixels)  # read by ms-swift's Qwen-VL resizing, as in inference
         from swift import TransformersEngine
         from inference.backends import read_model_kind
         model_type, template = read_model_kind(str(model_dir), list(adapters or []))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from common.errors import InputError, cli_main
 from common.io import read_jsonl
+from common.qwen_vision import use_image_budget
 from common.run_env import image_budget
 from inference import shards
 from inference.backends import choose_backend, prompt_of
@@ -122,7 +123,7 @@ def answer_lines(args, backend_name: str, lines: list[int], partial: Path, rank:
     from inference.backends import load_backend
 
     if args.max_pixels:
-        os.environ['MAX_PIXELS'] = str(args.max_pixels)   # read by ms-swift's Qwen-VL image resizing
+        use_image_budget(args.max_pixels)   # read by ms-swift's Qwen-VL image resizing
     prompts, metas, references = load_inputs(args.data, args.limit)
     backend = load_backend(backend_name, args.model, args.adapters, max_new_tokens=args.max_new_tokens,
                            logprobs=args.logprobs, batch_size=args.batch_size, model_type=args.model_type,

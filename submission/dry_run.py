@@ -32,6 +32,7 @@ from pathlib import Path
 
 from common.errors import InputError, cli_main
 from common.offline import offline_env
+from common.qwen_vision import DERIVED_TOKEN_VARS
 from submission.patch_check import PRIVATE_DATASET, apply_challenge_patch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,6 +207,8 @@ def run_script(script: Path, *, dataset: str, models: dict[str, Path], workdir: 
     env.update(HF_HUB_CACHE=str(workdir / 'hub'), HF_HOME=str(workdir / 'hf_home'), USE_HF='1',
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')])))
     env.pop('HF_TOKEN', None)  # nothing in a dry run talks to the hub
+    for name in DERIVED_TOKEN_VARS:  # stale image budgets of this process: the script's own MAX_PIXELS must win
+        env.pop(name, None)
     bootstrap = f'import sys; from submission.dry_run import _bootstrap; _bootstrap({str(cfg)!r})'
     log = workdir / 'dry_run.log'
     print(f'dry run ({mode}): running the generated script offline in {workdir} (log: {log})', flush=True)

@@ -43,3 +43,12 @@ def test_image_budget_prefers_flag_then_model_then_environment(tmp_path, monkeyp
     assert image_budget(tmp_path, 222) == 222
     monkeypatch.delenv('MAX_PIXELS')
     assert image_budget(tmp_path / 'no-such-model') is None
+
+
+def test_use_image_budget_drops_token_counts_ms_swift_derived_earlier():
+    from common.qwen_vision import use_image_budget
+    env = {'MAX_PIXELS': '50176', 'IMAGE_MAX_TOKEN_NUM': '64', 'IMAGE_MIN_TOKEN_NUM': '4', 'OTHER': 'x'}
+    use_image_budget(12544, env)
+    assert env == {'MAX_PIXELS': '12544', 'OTHER': 'x'}
+    use_image_budget(None, env)
+    assert env == {'MAX_PIXELS': '12544', 'OTHER': 'x'}

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from common.errors import InputError
+from common.qwen_vision import use_image_budget
 from submission.task2 import submission_script
 from submission.validate_task2 import validate_folder
 from tests.conftest import REPO, run_module
@@ -250,8 +251,10 @@ def test_runner_matches_ms_swift_generation(tiny_model_dir, synthetic_dataset):
     import subprocess
     import sys
     images = [str(p) for p in sorted((synthetic_dataset / 'images').glob('*.jpg'))[:3]]
+    env = dict(os.environ)
+    use_image_budget(int(MAX_PIXELS), env)   # also drops a token count an earlier in-process test left behind
     proc = subprocess.run([sys.executable, '-c', RUNNER_CHECK, str(tiny_model_dir), *images, MAX_PIXELS], cwd=REPO,
-                          env={**os.environ, 'MAX_PIXELS': MAX_PIXELS}, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for ours, expected in out['resized']:
