@@ -8,6 +8,7 @@ sense-key map; none of that changes which lemma names `synsets(word)` yields.
 """
 from __future__ import annotations
 
+import atexit
 import re
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class LiteWordNet:
         self._exception_map['s'] = self._exception_map['a']
         self._data = {pos: open(root / f'data.{suffix}', 'rb') for pos, suffix in FILES.items()}
         self._data['s'] = self._data['a']
+        atexit.register(self.close)   # the scorer keeps one reader per process; close its files at exit
         self._synset_names: dict[tuple[str, int], tuple[str, ...]] = {}
 
     def synset_from_pos_and_offset(self, pos: str, offset: int) -> tuple[str, ...]:
