@@ -36,7 +36,7 @@ TOP_LOGPROBS = 20
 
 class VLRunner:
     def __init__(self, model_dir: str | Path, *, adapters: list[str] | None = None, max_pixels: int | None = None,
-                 system: str | None = None):
+                 system: str | None = None, attention: str = 'auto'):
         if not (Path(model_dir) / 'config.json').is_file():
             raise InputError('not a model folder (no config.json)', file=str(model_dir), field='--model')
         if max_pixels:
@@ -46,6 +46,9 @@ class VLRunner:
         model_type, template = read_model_kind(str(model_dir), list(adapters or []))
         self.engine = TransformersEngine(str(model_dir), adapters=adapters or None, max_batch_size=8,
                                          model_type=model_type, template_type=template)
+        from inference.fast_attention import use_fast_attention, wants_fast
+        if wants_fast(attention):  # as inference.predict does by default, so both give the same answers
+            use_fast_attention(self.engine.model)
         self.model, self.template = self.engine.model, self.engine.template
         self.tokenizer = self.template.processor.tokenizer
         self.eos_id = self.tokenizer.convert_tokens_to_ids('<|im_end|>')

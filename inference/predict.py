@@ -1,8 +1,9 @@
 """Answer a prepared ms-swift JSONL with a model: greedy decoding, one prediction row per input line, resumable.
 
     python -m inference.predict --model M [--adapters A] --data OUT/swift/test-original.jsonl --out PRED.jsonl \
-        [--backend auto|vllm|transformers] [--max-new-tokens 64] [--batch-size 16 CPU, 64 GPU] [--logprobs] [--max-pixels N] \
-        [--max-model-len 4096] [--limit-mm-per-prompt '{"image":1}'] [--tensor-parallel 1] [--gpus N] [--limit N]
+        [--backend auto|vllm|transformers] [--max-new-tokens 64] [--batch-size 16 CPU, 128 GPU] [--logprobs] [--max-pixels N] \
+        [--max-model-len 4096] [--limit-mm-per-prompt '{"image":1}'] [--tensor-parallel 1] [--gpus N] [--limit N] \
+        [--attention auto|fast|stock]
 
 PRED.jsonl: per input line, in order, the sidecar (.meta.jsonl) fields + `prediction` + `reference` (the input's
 assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token). Rows are saved as they
@@ -26,6 +27,7 @@ from common.qwen_vision import use_image_budget
 from common.run_env import image_budget
 from inference import shards
 from inference.backends import choose_backend, prompt_of
+from inference.fast_attention import ATTENTION_CHOICES
 
 
 def sidecar_path(data: str | os.PathLike) -> Path:
@@ -84,7 +86,8 @@ def run_id(args) -> str:
     """Fingerprint of what decides the answers: partial rows of another model/data/options are refused on resume."""
     key = {'model': os.path.abspath(args.model) if os.path.exists(args.model) else args.model,
            'adapters': [os.path.abspath(a) for a in args.adapters], 'data': os.path.abspath(args.data),
-           'max_new_tokens': args.max_new_tokens, 'logprobs': args.logprobs, 'max_pixels': args.max_pixels}
+           'max_new_tokens': args.max_new_tokens, 'logprobs': args.logprobs, 'max_pixels': args.max_pixels,
+           'attention': args.attention}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -128,7 +131,8 @@ def answer_lines(args, backend_name: str, lines: list[int], partial: Path, rank:
     backend = load_backend(backend_name, args.model, args.adapters, max_new_tokens=args.max_new_tokens,
                            logprobs=args.logprobs, batch_size=args.batch_size, model_type=args.model_type,
                            template=args.template, max_model_len=args.max_model_len,
-                           limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel)
+                           limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel,
+                           attention=args.attention)
     rid = run_id(args)
     with tqdm(total=len(lines), desc=f'infer[{rank}]', position=rank, dynamic_ncols=True) as bar:
         for start in range(0, len(lines), backend.chunk_size):
@@ -166,8 +170,11 @@ def parse_args(argv: list[str] | None):
                    help='auto: vLLM when installed and a GPU is visible, else ms-swift transformers')
     p.add_argument('--max-new-tokens', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=None,
-                   help='requests per step (transformers: 16 on CPU, 64 on a GPU; vLLM: 512 handed over at once)')
+                   help='requests per step (transformers: 16 on CPU, 128 on a GPU; vLLM: 512 handed over at once)')
     p.add_argument('--logprobs', action='store_true', help='also write tokens and token_logprobs')
+    p.add_argument('--attention', choices=ATTENTION_CHOICES, default='auto',
+                   help='transformers backend: fast = packed ViT + folded-GQA decode attention (same math, other '
+                        'kernels), stock = as loaded; auto = fast on a GPU')
     p.add_argument('--max-pixels', type=int, default=None, help='image budget (MAX_PIXELS for ms-swift Qwen-VL)')
     p.add_argument('--max-model-len', type=int, default=4096, help='vLLM context length')
     p.add_argument('--limit-mm-per-prompt', type=_json_dict, default={'image': 1}, help='vLLM, JSON')

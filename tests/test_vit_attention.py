@@ -28,7 +28,7 @@ def test_packed_matches_window_loop(grids, monkeypatch):
     pixels = torch.randn(int(grid.prod(-1).sum()), 3 * 2 * 14 * 14)
     with torch.no_grad():
         reference = vit(pixels, grid_thw=grid).pooler_output
-        monkeypatch.setenv('BENCH_VIT_KERNEL', 'padded')
+        monkeypatch.setenv('MEDICO_VIT_KERNEL', 'padded')
         assert vit_attention.use_packed_vit_attention(vit) == 'padded'
         assert vit.config._attn_implementation == vit_attention.NAME
         packed = vit(pixels, grid_thw=grid).pooler_output

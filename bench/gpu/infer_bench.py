@@ -1,11 +1,13 @@
 """Inference throughput with the transformers backend: items/s and generated tokens/s.
 
 Usage: python -m bench.gpu.infer_bench MODEL DATA_DIR --mode MODE [--n 1500] [--batch 64] [--max-new-tokens 32]
-                                      [--packed-vit] [--out result.json]
+                                      [--packed-vit] [--profile FILE] [--out result.json]
 Questions and images: the first N lines of DATA_DIR/swift/train-original.jsonl (the assistant turn is dropped).
 Modes:
   engine  ms-swift's TransformersEngine(max_batch_size=--batch).infer(all requests) — the medvqa Task-1 template's
           loop (its default: --batch 16) and what inference/backends.py uses today;
+  ours    the `make infer` code path: inference.backends.load_backend('transformers', batch --batch, attention
+          --attention) answering chunks of --batch prompts (Backend.answer), as inference.predict does;
   hf      plain transformers: prompts + images prepared by DataLoader workers, left padding, batches of --batch,
           model.generate(greedy), bf16, sdpa.
 --packed-vit switches the vision tower to one attention call per layer (training/vit_attention.py).
@@ -56,7 +58,52 @@ def run_engine(a, rows) -> dict:
     sync()
     seconds = time.perf_counter() - t0
     generated = sum(r.usage.completion_tokens for r in responses)
+    profile(a, lambda: engine.infer(requests[:2 * a.batch], config, use_tqdm=False))
     return dict(seconds=seconds, generated_tokens=generated)
+
+
+def profile(a, fn):
+    """--profile FILE: torch.profiler over fn() (two batches), top ops by GPU and by host time, GPU-busy share."""
+    if not a.profile:
+        return
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    sync()
+    t0 = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync()
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    gpu_us = sum(e.self_device_time_total for e in events if e.device_type.name == 'CPU')
+    with open(a.profile, 'w') as f:
+        f.write(f'wall {wall:.3f} s, summed self GPU time {gpu_us / 1e6:.3f} s (busy <= {gpu_us / 1e6 / wall:.2f})\n')
+        f.write(events.table(sort_by='self_device_time_total', row_limit=30) + '\n')
+        f.write(events.table(sort_by='self_cpu_time_total', row_limit=30) + '\n')
+
+
+def run_ours(a, rows) -> dict:
+    from inference.backends import load_backend
+    backend = load_backend('transformers', a.model, [], max_new_tokens=a.max_new_tokens, logprobs=False,
+                           batch_size=a.batch, model_type='qwen2_5_vl', template='qwen2_5_vl', attention=a.attention)
+    prompts = [{'messages': [{'role': 'user', 'content': '<image>' + r['question']}], 'images': [r['image']]}
+               for r in rows]
+
+    def answer_all(subset):
+        out = []
+        for start in range(0, len(subset), backend.chunk_size):
+            out += backend.answer(subset[start:start + backend.chunk_size])
+        return out
+
+    answer_all(prompts[:a.batch])  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    answers = answer_all(prompts)
+    sync()
+    seconds = time.perf_counter() - t0
+    profile(a, lambda: answer_all(prompts[:2 * a.batch]))
+    tokenizer = backend.engine.template.processor.tokenizer
+    generated = sum(len(tokenizer.encode(x['prediction'], add_special_tokens=False)) for x in answers)
+    return dict(seconds=seconds, generated_tokens=generated, attention=a.attention)
 
 
 class Prompts(torch.utils.data.Dataset):
@@ -110,24 +157,28 @@ def run_hf(a, rows) -> dict:
     t0 = time.perf_counter()
     generated = sum(generate(b) for b in batches(rows))
     sync()
-    return dict(seconds=time.perf_counter() - t0, generated_tokens=generated)
+    seconds = time.perf_counter() - t0
+    profile(a, lambda: [generate(b) for b in batches(rows[:2 * a.batch])])
+    return dict(seconds=seconds, generated_tokens=generated)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('model')
     ap.add_argument('data')
-    ap.add_argument('--mode', choices=['engine', 'hf'], required=True)
+    ap.add_argument('--mode', choices=['engine', 'ours', 'hf'], required=True)
+    ap.add_argument('--attention', default='fast', help="ours: inference.fast_attention choice (auto|fast|stock)")
     ap.add_argument('--n', type=int, default=1500)
     ap.add_argument('--batch', type=int, default=64)
     ap.add_argument('--max-new-tokens', type=int, default=32)
     ap.add_argument('--workers', type=int, default=8)
     ap.add_argument('--packed-vit', action='store_true')
+    ap.add_argument('--profile', help='write a torch.profiler table of two extra batches to this file')
     ap.add_argument('--name', default=None)
     ap.add_argument('--out')
     a = ap.parse_args(argv)
     rows = load_rows(a.data, a.n)
-    res = (run_engine if a.mode == 'engine' else run_hf)(a, rows)
+    res = {'engine': run_engine, 'ours': run_ours, 'hf': run_hf}[a.mode](a, rows)
     res.update(name=a.name or a.mode, mode=a.mode, items=len(rows), batch=a.batch, max_new_tokens=a.max_new_tokens,
                packed_vit=a.packed_vit, items_per_s=len(rows) / res['seconds'],
                generated_tokens_per_s=res['generated_tokens'] / res['seconds'],

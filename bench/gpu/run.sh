@@ -12,7 +12,10 @@
 #   X<bs>       O<bs> + --lora_dropout 0 --tf32 true --use_liger_kernel true (falls back to Y<bs> = without liger)
 #   Z<bs>       X<bs> + --lora_dtype bfloat16 (adapters kept in bf16: faster, a numerical trade-off)
 #   G<bs>       O<bs> with gradient checkpointing on
+#   P<bs> Q<bs> X<bs> data-parallel on all visible GPUs (global batch <bs> x GPUs) with DeepSpeed ZeRO-2 / ZeRO-3
 #   I16 I64     inference: TransformersEngine batch 16 (the medvqa template loop) / batch 64 + packed ViT
+#   F<bs>       inference: the `make infer` path (inference.backends, batch <bs>, fast attention), profiled
+#   E<bs>       inference: TransformersEngine batch <bs>, no packed ViT (what `make infer` uses), profiled
 #   H<bs>       inference: plain transformers generate, batch <bs>, left padding, packed ViT
 # On 80 GB cards the <bs> > 8 stages run at batch 8. bench/gpu/lanes.sh runs two stage lists on two GPUs at once.
 # Writes $OUT/summary.json, $OUT/logs.tgz; the console shows the table last.
@@ -78,7 +81,8 @@ plain() {  # the gpu.md anchor A, unchanged apart from the step count and the me
 recipe() {  # name, batch, extra flags...: the real `make sft` path, one optimizer step = one batch
   local name=$1 bs=$2; shift 2
   sft "$name" 150 python3 -m training.launch --recipe recipes/qwen2_5_vl/7B_lora.args --data "$DATA" \
-    --run "$W/run_$name" --model "$MODEL" -- --max_steps $STEPS --global_batch $bs --per_device_train_batch_size $bs \
+    --run "$W/run_$name" --model "$MODEL" -- --max_steps $STEPS --global_batch $(( bs * ${NP:-1} )) \
+    --per_device_train_batch_size $bs \
     --logging_steps 5 --save_strategy no --eval_strategy no --report_to none --external_plugins $PLUGIN "$@"
 }
 big() { local bs=$1; [ "$MEM_MIB" -lt 100000 ] && [ "$bs" -gt 8 ] && bs=8; echo $bs; }  # 80 GB cards: batch 8
@@ -105,10 +109,15 @@ for stage in "$@"; do
           || recipe "Y$bs" $bs $FAST $TUNED --callbacks bench_perf vit_packed ;;   # Y = X without liger
     Z*) bs=$(big ${stage#Z}); recipe "Z$bs" $bs $FAST $TUNED --lora_dtype bfloat16 --use_liger_kernel true \
           --callbacks bench_perf vit_packed ;;
+    P*|Q*) bs=$(big ${stage#?}); zero=$([ "${stage:0:1}" = P ] && echo zero2 || echo zero3)
+          NP=$(nvidia-smi -L | wc -l) recipe "$stage" $bs $FAST $TUNED --use_liger_kernel true --deepspeed $zero \
+          --callbacks bench_perf vit_packed ;;   # X<bs> on every visible GPU, DeepSpeed ZeRO-2 (P) / ZeRO-3 (Q)
     G*) bs=$(big ${stage#G}); recipe "G$bs" $bs $FAST --gradient_checkpointing true --callbacks bench_perf vit_packed ;;
     I16) infer I16 200 --mode engine --batch 16 ;;
     I64) infer I64 120 --mode engine --batch 64 --packed-vit ;;
-    H*) infer "$stage" 90 --mode hf --batch ${stage#H} --packed-vit ;;
+    F*) infer "$stage" 90 --mode ours --batch ${stage#F} --attention fast --profile "$L/profile_$stage.txt" ;;
+    E*) infer "$stage" 120 --mode engine --batch ${stage#E} --profile "$L/profile_$stage.txt" ;;  # make infer today
+    H*) infer "$stage" 90 --mode hf --batch ${stage#H} --packed-vit --profile "$L/profile_$stage.txt" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
