@@ -15,6 +15,7 @@ DATASET ?= SimulaMet/Kvasir-VQA-x1#     hub id, or a local copy: parquet file / 
 IMAGES  ?=#                             folder of <img_id>.jpg for a local copy (default: the copy's own image column/folder)
 DATA    ?= data/prepared#               where `make prepare` writes images, ms-swift JSONL, subsets, stats
 AUG_K   ?= 10#                          weakly augmented variants per image (1 = the official one-variant layout)
+AUGMENT_IMPL ?= opencv#                 weak transform: opencv (fast) or torchvision (pixel-exact reference, ~6x slower)
 PREPARE_ARGS ?=#                        extra flags, e.g. --curriculum --train-on-test --lenient --system-prompt "..."
 KVASIR_SEG ?=#                          optional grounding data: a Kvasir-SEG folder (images/ + masks/)
 KVASIR_INSTRUMENT ?=#                   optional grounding data: a Kvasir-Instrument folder (images/ + boxes *.json)
@@ -52,7 +53,7 @@ RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
 .PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
-        submit-task1 submit-task2 bench clean
+        submit-task1 submit-task2 bench bench-prepare clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -77,7 +78,7 @@ synthetic: $(SETUP_STAMP) ## write a synthetic Kvasir-VQA-x1 copy with known geo
 
 prepare: $(SETUP_STAMP) ## DATASET -> images, augmented variants, splits, organizer subsets, ms-swift JSONL in DATA
 	$(PY) -m data_prep.prepare --dataset $(DATASET) $(if $(IMAGES),--images $(IMAGES)) --out $(DATA) \
-	  --aug-k $(AUG_K) $(PREPARE_ARGS)
+	  --aug-k $(AUG_K) --augment-impl $(AUGMENT_IMPL) $(PREPARE_ARGS)
 
 subsets: $(SETUP_STAMP) ## write the organizers' task-1/task-2 subsets of DATASET into OUT (no images needed)
 	$(PY) -m data_prep.subsets --dataset $(DATASET) --out $(or $(OUT),$(DATA)/subsets)
@@ -122,6 +123,9 @@ demo: $(SETUP_STAMP) ## the whole path offline on CPU: tiny model + synthetic da
 
 bench: $(SETUP_STAMP) ## run the CPU benchmarks (tables printed and written under bench/results/)
 	bash scripts/bench.sh
+
+bench-prepare: $(SETUP_STAMP) ## make prepare vs the official README way at full scale (~35 min on 2 cores; BENCH_ARGS="--scale 0.05" for a quick run)
+	$(OFFLINE) $(PY) -m bench.prepare_bench $(BENCH_ARGS)
 
 clean: ## remove build outputs (not .venv, data or runs)
 	rm -rf build submission/build .pytest_cache

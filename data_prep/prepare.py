@@ -2,7 +2,7 @@
 
     python -m data_prep.prepare --dataset D [--images DIR] --out OUT [--aug-k 10] [--val-fraction 0.05]
         [--seed 42] [--system-prompt S] [--prompt-template "{question}"] [--max-pixels N] [--curriculum]
-        [--train-on-test] [--lenient] [--duplicates keep|drop|error] [--workers N]
+        [--train-on-test] [--lenient] [--duplicates keep|drop|error] [--augment-impl opencv|torchvision] [--workers N]
 
 Strict (default): the first bad row or image stops the run with one line `file:row: field: message` (exit 2),
 before anything is written. --lenient skips bad rows (and every row of a bad image) and counts them in the report.
@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--lenient', action='store_true', help='skip bad rows and count them instead of stopping')
     p.add_argument('--duplicates', choices=('keep', 'drop', 'error'), default='keep',
                    help='repeated (img_id, question) pairs; the official train split has some (default keep)')
+    p.add_argument('--augment-impl', choices=augment.IMPLS, default=augment.DEFAULT_IMPL,
+                   help='weak transform: opencv (fast, default) or torchvision (the pixel-exact reference)')
     p.add_argument('--workers', type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     if args.aug_k < 1:
@@ -175,7 +177,7 @@ def _sha256(path: Path) -> str:
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
     out = {'python': platform.python_version()}
-    for pkg in ('torch', 'torchvision', 'pillow', 'datasets', 'numpy'):
+    for pkg in ('torch', 'torchvision', 'pillow', 'opencv-python-headless', 'datasets', 'numpy'):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -195,7 +197,7 @@ def prepare(args: argparse.Namespace) -> dict:
     rows_by_split, image_src, first_seen = _load_rows(args, ds, skipped)
 
     # Check every image (and that old variants match this seed) before writing anything: no partial output.
-    augment.check_stamp(out / 'images' / 'augmented', args.seed)
+    augment.check_stamp(out / 'images' / 'augmented', args.seed, args.augment_impl)
     orig_dir = out / 'images' / 'original'
     sizes: dict[str, tuple[int, int]] = {}
     to_check = []
@@ -227,7 +229,7 @@ def prepare(args: argparse.Namespace) -> dict:
         _write_original(src, orig_dir / f'{img_id}.jpg')
     used = sorted(sizes.keys() - bad_images)
     augment.augment_images([(i, orig_dir / f'{i}.jpg') for i in used], out / 'images' / 'augmented',
-                           args.aug_k, seed=args.seed, workers=args.workers)
+                           args.aug_k, seed=args.seed, workers=args.workers, impl=args.augment_impl)
 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # printed once below, in words

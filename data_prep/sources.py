@@ -1,7 +1,8 @@
 """Where the Kvasir-VQA-x1 rows and images come from: the hub, or a local copy in one of three layouts.
 
     python -m data_prep.sources --dataset D [--images DIR]      # check a source: splits, rows, first image
-    python -m data_prep.sources --dataset D --download-images DIR  # hub only: SimulaMet-HOST/Kvasir-VQA images
+    python -m data_prep.sources --dataset D --download-images DIR [--images-source S]  # the SimulaMet-HOST/Kvasir-VQA
+                                                                 # images these rows use (hub, or a local copy S)
 
 Local copies: a parquet file (one split: `test` if its name says so, else `train`), a folder of parquet files whose
 names contain `train` / `test` (searched recursively, e.g. the hub layout data/train-00000-of-00001.parquet), or a
@@ -159,32 +160,66 @@ def resolve_image(value: Any, dataset: str | os.PathLike | None = None, images: 
     return None
 
 
-def download_hub_images(out_dir: str | os.PathLike, img_ids: set[str] | None = None) -> int:
-    """Save SimulaMet-HOST/Kvasir-VQA "raw" images as <out_dir>/<img_id>.jpg (needs the hub; skips existing files).
+def _load_raw_images(source: str):
+    """The "raw" split of SimulaMet-HOST/Kvasir-VQA from the hub, or a local copy of it (a parquet file, a folder of
+    parquet files, or a save_to_disk folder) with the same columns."""
+    from datasets import load_dataset, load_from_disk
+    path = Path(source)
+    if path.exists():
+        if (path / 'dataset_info.json').is_file() or (path / 'dataset_dict.json').is_file():
+            raw = load_from_disk(str(path))
+            return raw['raw'] if hasattr(raw, 'keys') else raw
+        files = sorted(path.rglob('*.parquet')) if path.is_dir() else [path]
+        if not files:
+            raise InputError('no parquet files in this folder', file=source)
+        return load_dataset('parquet', data_files={'raw': [str(f) for f in files]}, split='raw')
+    try:
+        return load_dataset(source, split='raw')
+    except Exception as e:
+        raise InputError(f'cannot load the hub images ({type(e).__name__}); needs network access',
+                         file=source) from None
 
-    The raw split has one row per atomic QA (58.8k rows, 6,500 images), so each img_id is written once, as stored.
-    """
-    from datasets import Image, load_dataset
+
+def download_hub_images(out_dir: str | os.PathLike, img_ids: set[str] | None = None, source: str = HUB_IMAGES) -> int:
+    """Save the SimulaMet-HOST/Kvasir-VQA "raw" images as <out_dir>/<img_id>.jpg, skipping existing files.
+
+    The raw split has one row per atomic QA (58.8k rows, 6,500 images), so each img_id is written once, as stored
+    (bytes; or copied from the stored path when a copy keeps paths). `source`: the hub id or a local copy."""
+    import shutil
+
+    from datasets import Image
     from tqdm import tqdm
 
     from common.io import atomic_open
-    try:
-        raw = load_dataset(HUB_IMAGES, split='raw')
-    except Exception as e:
-        raise InputError(f'cannot load the hub images ({type(e).__name__}); needs network access',
-                         file=HUB_IMAGES) from None
+    raw = _load_raw_images(source)
+    for column in ('img_id', 'image'):
+        if column not in raw.column_names:
+            raise InputError(f'missing column {column!r}', file=source, field=column)
     first: dict[str, int] = {}
     for i, img_id in enumerate(raw['img_id']):
         if (img_ids is None or img_id in img_ids) and img_id not in first:
             first[img_id] = i
+    if img_ids is not None and len(first) < len(img_ids):
+        missing = sorted(img_ids - set(first))
+        raise InputError(f'{len(missing)} img_id(s) have no image there, e.g. {missing[0]}', file=source,
+                         field='img_id')
     raw = raw.cast_column('image', Image(decode=False))
     out, written = Path(out_dir), 0
+    out.mkdir(parents=True, exist_ok=True)
     for img_id, i in tqdm(sorted(first.items()), desc='hub images', unit='img'):
         dst = out / f'{img_id}.jpg'
-        if not dst.exists():
-            with atomic_open(dst, 'wb') as f:
-                f.write(raw[i]['image']['bytes'])
-            written += 1
+        if dst.exists():
+            continue
+        image = raw[i]['image']
+        if image.get('bytes') is None and not (image.get('path') and os.path.isfile(image['path'])):
+            raise InputError('no image bytes and no readable path', file=source, row=i + 1, field='image')
+        with atomic_open(dst, 'wb') as f:
+            if image.get('bytes') is not None:
+                f.write(image['bytes'])
+            else:
+                with open(image['path'], 'rb') as src:
+                    shutil.copyfileobj(src, f)
+        written += 1
     return written
 
 
@@ -201,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument('--dataset', required=True, help=f'hub id or local copy: {LAYOUTS}')
     p.add_argument('--images', help='folder of <img_id>.jpg')
     p.add_argument('--download-images', metavar='DIR', help=f'save the {HUB_IMAGES} images this dataset uses in DIR')
+    p.add_argument('--images-source', default=HUB_IMAGES,
+                   help='where --download-images reads the "raw" image rows: the hub id or a local copy of it')
     args = p.parse_args(argv)
     dd = load_source(args.dataset, args.images)
     for split, ds in dd.items():
@@ -209,7 +246,7 @@ def main(argv=None) -> int:
         print(f'{split}: {len(ds)} rows, {len(set(ds["img_id"]))} images; first image: {kind}')
     if args.download_images:
         ids = {i for ds in dd.values() for i in ds['img_id']}
-        n = download_hub_images(args.download_images, ids)
+        n = download_hub_images(args.download_images, ids, args.images_source)
         print(f'wrote {n} images to {args.download_images}')
     return 0
 

@@ -151,3 +151,53 @@ def test_find_duplicates_on_the_real_rows(shared_dir):
     key, where = next(iter(dups.items()))
     assert all((rows[i]['img_id'], rows[i]['question']) == key for i in where)
     assert schema.find_duplicates([GOOD, {**GOOD, 'question': 'other'}]) == {}
+
+
+def _raw_image_rows(tmp_path):
+    """A local copy of SimulaMet-HOST/Kvasir-VQA's "raw" split: several QA rows per image, as the hub stores it."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+    blobs = {}
+    for n, img_id in enumerate(['img_a', 'img_b', 'img_c']):
+        buf = io.BytesIO()
+        Image.new('RGB', (40 + n, 30), (50 * n, 80, 120)).save(buf, format='JPEG')
+        blobs[img_id] = buf.getvalue()
+    rows = [{'source': 'x', 'question': f'q{q}', 'answer': 'a', 'img_id': img_id,
+             'image': {'bytes': blob, 'path': f'{img_id}.jpg'}}
+            for img_id, blob in blobs.items() for q in range(3)]
+    path = tmp_path / 'raw.parquet'
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return path, blobs
+
+
+def test_download_images_writes_each_image_once_and_resumes(tmp_path):
+    from data_prep.sources import download_hub_images
+    source, blobs = _raw_image_rows(tmp_path)
+    out = tmp_path / 'images'
+    assert download_hub_images(out, {'img_a', 'img_c'}, source=str(source)) == 2
+    assert sorted(p.name for p in out.iterdir()) == ['img_a.jpg', 'img_c.jpg']
+    assert (out / 'img_c.jpg').read_bytes() == blobs['img_c']
+    assert download_hub_images(out, {'img_a', 'img_b', 'img_c'}, source=str(source)) == 1   # only the new one
+    assert (out / 'img_b.jpg').read_bytes() == blobs['img_b']
+    with pytest.raises(InputError, match='1 img_id.*no image there.*img_zz'):
+        download_hub_images(out, {'img_a', 'img_zz'}, source=str(source))
+
+
+def test_download_images_copies_stored_paths(tmp_path):
+    """A copy that keeps paths instead of bytes: the file at the path is copied; a row with neither is an error."""
+    import pandas as pd
+    from data_prep.sources import download_hub_images
+    (tmp_path / 'src.jpg').write_bytes(b'\xff\xd8jpeg')
+    rows = [{'source': 'x', 'question': 'q', 'answer': 'a', 'img_id': 'p1',
+             'image': {'bytes': None, 'path': str(tmp_path / 'src.jpg')}},
+            {'source': 'x', 'question': 'q', 'answer': 'a', 'img_id': 'p2',
+             'image': {'bytes': None, 'path': str(tmp_path / 'gone.jpg')}}]
+    folder = tmp_path / 'raw'
+    folder.mkdir()
+    pd.DataFrame(rows).to_parquet(folder / 'raw-00000.parquet', index=False)
+    assert download_hub_images(tmp_path / 'out', {'p1'}, source=str(folder)) == 1
+    assert (tmp_path / 'out' / 'p1.jpg').read_bytes() == b'\xff\xd8jpeg'
+    with pytest.raises(InputError, match=r'raw:2: image: no image bytes and no readable path'):
+        download_hub_images(tmp_path / 'out', {'p2'}, source=str(folder))
