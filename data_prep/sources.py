@@ -21,6 +21,7 @@ from data_prep.schema import REQUIRED_COLUMNS
 
 HUB_DATASET = 'SimulaMet/Kvasir-VQA-x1'
 HUB_IMAGES = 'SimulaMet-HOST/Kvasir-VQA'  # the x1 rows reference these images by img_id (split "raw")
+RAW_IMAGE_COLUMNS = ('img_id', 'image')   # what download_hub_images reads from that split
 SPLITS = ('train', 'test')
 LAYOUTS = ('a parquet file, a folder of *train*/*test* parquet files, a save_to_disk folder, or the hub id '
            + HUB_DATASET)
@@ -31,7 +32,7 @@ def _split_of(path: Path) -> str | None:
     return 'test' if 'test' in name else 'train' if 'train' in name else None
 
 
-def _check_parquet(path: Path) -> None:
+def _check_parquet(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
     """Fail early, naming the file, when it is not parquet or lacks a required column."""
     import pyarrow.parquet as pq
     try:
@@ -39,27 +40,31 @@ def _check_parquet(path: Path) -> None:
     except Exception as e:  # pyarrow raises several types for non-parquet input
         raise InputError(f'not a readable parquet file ({type(e).__name__}: {str(e).splitlines()[0]})',
                          file=str(path)) from None
-    for col in REQUIRED_COLUMNS:
+    for col in required:
         if col not in names:
             raise InputError(f'missing required column (has: {", ".join(names)})', file=str(path), field=col)
 
 
-def _check_columns(ds, where: str) -> None:
-    for col in REQUIRED_COLUMNS:
+def _check_columns(ds, where: str, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
+    for col in required:
         if col not in ds.column_names:
             raise InputError(f'missing required column (has: {", ".join(ds.column_names)})', file=where, field=col)
 
 
-def _from_parquet(files: dict[str, list[Path]]):
+def _from_parquet(files: dict[str, list[Path]], required: tuple[str, ...] = REQUIRED_COLUMNS):
     from datasets import load_dataset
     for paths in files.values():
         for p in paths:
-            _check_parquet(p)
+            _check_parquet(p, required)
     # The packaged parquet builder keeps the files' row order (what the hub loader does for the official copy).
     return load_dataset('parquet', data_files={s: [str(p) for p in ps] for s, ps in files.items()})
 
 
-def _from_disk(folder: Path):
+def _is_saved_to_disk(folder: Path) -> bool:
+    return (folder / 'dataset_dict.json').is_file() or (folder / 'state.json').is_file()
+
+
+def _from_disk(folder: Path, required: tuple[str, ...] = REQUIRED_COLUMNS):
     from datasets import Dataset, DatasetDict, load_from_disk
     try:
         loaded = load_from_disk(str(folder))
@@ -68,7 +73,7 @@ def _from_disk(folder: Path):
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({_split_of(folder) or 'train': loaded})
     for split, ds in loaded.items():
-        _check_columns(ds, f'{folder}[{split}]')
+        _check_columns(ds, f'{folder}[{split}]', required)
     return loaded
 
 
@@ -104,7 +109,7 @@ def load_source(dataset: str, images: str | None = None):
     if path.is_file():
         return _from_parquet({_split_of(path) or 'train': [path]})
     if path.is_dir():
-        if (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file():
+        if _is_saved_to_disk(path):
             return _from_disk(path)
         files: dict[str, list[Path]] = {}
         for p in sorted(path.rglob('*.parquet')):
@@ -161,23 +166,25 @@ def resolve_image(value: Any, dataset: str | os.PathLike | None = None, images: 
 
 
 def _load_raw_images(source: str):
-    """The "raw" split of SimulaMet-HOST/Kvasir-VQA from the hub, or a local copy of it (a parquet file, a folder of
-    parquet files, or a save_to_disk folder) with the same columns."""
-    from datasets import load_dataset, load_from_disk
-    path = Path(source)
+    """The "raw" split of SimulaMet-HOST/Kvasir-VQA from the hub, or a local copy of it in the same layouts as the x1
+    rows (a parquet file, a folder of parquet files of any name, or a save_to_disk folder)."""
+    path = Path(source).expanduser()
+    if path.is_dir() and _is_saved_to_disk(path):
+        loaded = _from_disk(path, RAW_IMAGE_COLUMNS)
+        return loaded['raw'] if 'raw' in loaded else next(iter(loaded.values()))
     if path.exists():
-        if (path / 'dataset_info.json').is_file() or (path / 'dataset_dict.json').is_file():
-            raw = load_from_disk(str(path))
-            return raw['raw'] if hasattr(raw, 'keys') else raw
         files = sorted(path.rglob('*.parquet')) if path.is_dir() else [path]
         if not files:
             raise InputError('no parquet files in this folder', file=source)
-        return load_dataset('parquet', data_files={'raw': [str(f) for f in files]}, split='raw')
+        return _from_parquet({'raw': files}, RAW_IMAGE_COLUMNS)['raw']
+    from datasets import load_dataset
     try:
-        return load_dataset(source, split='raw')
+        raw = load_dataset(source, split='raw')
     except Exception as e:
         raise InputError(f'cannot load the hub images ({type(e).__name__}); needs network access',
                          file=source) from None
+    _check_columns(raw, source, RAW_IMAGE_COLUMNS)
+    return raw
 
 
 def download_hub_images(out_dir: str | os.PathLike, img_ids: set[str] | None = None, source: str = HUB_IMAGES) -> int:
@@ -192,9 +199,6 @@ def download_hub_images(out_dir: str | os.PathLike, img_ids: set[str] | None = N
 
     from common.io import atomic_open
     raw = _load_raw_images(source)
-    for column in ('img_id', 'image'):
-        if column not in raw.column_names:
-            raise InputError(f'missing column {column!r}', file=source, field=column)
     first: dict[str, int] = {}
     for i, img_id in enumerate(raw['img_id']):
         if (img_ids is None or img_id in img_ids) and img_id not in first:

@@ -46,26 +46,20 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, sdpa_mask)  # the same masks as sdpa
 
 
-def language_configs(model) -> list:
-    """The text config(s) of a Qwen2.5-VL model (plain or wrapped); the vision config is left alone."""
-    configs = []
-    for module in model.modules():
-        config = getattr(module, 'config', None)
-        if type(module).__name__.endswith('TextModel') and config is not None and config not in configs:
-            configs.append(config)
-    if not configs:
+def text_models(model) -> list:
+    """The language model(s) inside a Qwen-VL model (plain or wrapped); the vision tower is not one of them."""
+    found = [m for m in model.modules() if type(m).__name__.endswith('TextModel')]
+    if not found:
         raise ValueError(f'no language model inside {type(model).__name__}')
-    return configs
+    return found
 
 
 def use_folded_gqa_attention(model) -> None:
     """Switch only the language model's attention to `gqa_folded_attention`."""
     register()
-    for config in language_configs(model):
-        config._attn_implementation_internal = NAME
-    for module in model.modules():
-        if type(module).__name__.endswith('TextModel'):
-            module._attn_implementation = NAME
+    for text_model in text_models(model):
+        text_model.config._attn_implementation_internal = NAME  # read by each attention layer
+        text_model._attn_implementation = NAME                   # the copy the text model took at init
 
 
 def use_fast_attention(model) -> str:

@@ -101,5 +101,5 @@ def test_backend_switches_attention(tiny_model_dir):
     for choice, want in (('fast', fast_attention.NAME), ('stock', 'sdpa')):
         backend = load_backend('transformers', str(tiny_model_dir), [], max_new_tokens=4, logprobs=False,
                                attention=choice)
-        configs = fast_attention.language_configs(backend.engine.model)
-        assert [c._attn_implementation for c in configs] == [want]
+        models = fast_attention.text_models(backend.engine.model)
+        assert [m.config._attn_implementation for m in models] == [want]

@@ -201,3 +201,12 @@ def test_download_images_copies_stored_paths(tmp_path):
     assert (tmp_path / 'out' / 'p1.jpg').read_bytes() == b'\xff\xd8jpeg'
     with pytest.raises(InputError, match=r'raw:2: image: no image bytes and no readable path'):
         download_hub_images(tmp_path / 'out', {'p2'}, source=str(folder))
+
+
+def test_download_images_names_a_missing_column(tmp_path):
+    import pandas as pd
+    from data_prep.sources import download_hub_images
+    path = tmp_path / 'raw.parquet'
+    pd.DataFrame([{'img_id': 'a', 'question': 'q'}]).to_parquet(path, index=False)
+    with pytest.raises(InputError, match=r'raw\.parquet: image: missing required column'):
+        download_hub_images(tmp_path / 'out', {'a'}, source=str(path))
