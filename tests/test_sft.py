@@ -54,6 +54,9 @@ def trained(tiny_model_dir, tmp_path_factory):
     proc = run_module('training.launch', '--recipe', RECIPE, '--data', data, '--run', run, '--model', tiny_model_dir,
                       env=cpu_env(), timeout=600)
     assert ' sft ' in proc.stdout.splitlines()[0]
+    # the recipe's speed callbacks ran inside ms-swift's trainer: 2 layers x 7 adapted projections
+    assert '[training] lora_fused: 14 LoRA linears' in proc.stdout + proc.stderr
+    assert '[training] vit_mlp_pad: no vision MLP to pad' in proc.stdout + proc.stderr   # tiny width 128 is aligned
     return data, run
 
 

@@ -1,9 +1,16 @@
 """ms-swift plugin of this repository, loaded by recipes with `--external_plugins training/swift_plugin.py`.
 
-Adds the trainer callback `vit_packed` (select it with `--callbacks vit_packed`): at train begin the Qwen2.5-VL
-vision tower switches to one attention call per layer (training/vit_attention.py) instead of one sdpa call per
-8x8-patch window. Without flash-attn that loop made the plain 7B LoRA step host-bound (docs/benchmarks.md:
-3,432 tiny attention calls per step, GPU busy 19 %); packed, the GPU is busy 85-91 % of the time.
+Adds trainer callbacks (select them with `--callbacks NAME ...`); each changes the model at train begin, after
+ms-swift built it, and changes nothing that is saved (docs/benchmarks.md has the H200 measurements):
+- `vit_packed`: the Qwen2.5-VL vision tower makes one attention call per layer (training/vit_attention.py)
+  instead of one sdpa call per 8x8-patch window. Without flash-attn that loop made the plain 7B LoRA step
+  host-bound (3,432 tiny attention calls per step, GPU busy 19 %); packed, the GPU is busy 85-91 % of the time.
+- `vit_mlp_pad`: the frozen vision MLP is zero-padded from width 3,420 to 3,456 so its GEMMs run on the Hopper
+  kernels (training/vit_mlp_pad.py; exact).
+- `vit_rope_compiled`: the vision tower's rotary embedding runs as one compiled kernel (training/vit_rope.py;
+  same fp32 math).
+- `lora_fused`: each LoRA linear adds its scaled update inside the second adapter GEMM and computes in bf16 with
+  fp32 master weights (training/lora_fused.py; same math).
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from transformers import TrainerCallback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # ms-swift loads us by file path
 from swift.callbacks import callbacks_map  # noqa: E402
 
-from training import vit_attention  # noqa: E402
+from training import lora_fused, vit_attention, vit_mlp_pad, vit_rope  # noqa: E402
 
 
 class PackedVitAttention(TrainerCallback):
@@ -31,4 +38,32 @@ class PackedVitAttention(TrainerCallback):
         print(f'[training] vision tower attention: {vit_attention.NAME} ({kernel} kernel)', flush=True)
 
 
+class PaddedVitMlp(TrainerCallback):
+    def __init__(self, args, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        print(f'[training] vit_mlp_pad: {vit_mlp_pad.pad_vision_mlp(self.trainer.model)}', flush=True)
+
+
+class CompiledVitRope(TrainerCallback):
+    def __init__(self, args, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        print(f'[training] vit_rope_compiled: {vit_rope.use_compiled_vision_rope()}', flush=True)
+
+
+class FusedLora(TrainerCallback):
+    def __init__(self, args, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        n = lora_fused.fuse_lora_linears(self.trainer.model)
+        print(f'[training] lora_fused: {n} LoRA linears use the fused addmm forward', flush=True)
+
+
 callbacks_map['vit_packed'] = PackedVitAttention
+callbacks_map['vit_mlp_pad'] = PaddedVitMlp
+callbacks_map['vit_rope_compiled'] = CompiledVitRope
+callbacks_map['lora_fused'] = FusedLora

@@ -11,6 +11,9 @@
 #   L<bs>       O<bs> + --use_liger_kernel true
 #   X<bs>       O<bs> + --lora_dropout 0 --tf32 true --use_liger_kernel true (falls back to Y<bs> = without liger)
 #   Z<bs>       X<bs> + --lora_dtype bfloat16 (adapters kept in bf16: faster, a numerical trade-off)
+#   V<bs>       X<bs> + zero-padded vision MLP (callback vit_mlp_pad)
+#   N<bs>       V<bs> + fused LoRA forward (callback lora_fused) + PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+#   K<bs>       N<bs> + compiled vision rotary embedding (callback vit_rope_compiled)
 #   G<bs>       O<bs> with gradient checkpointing on
 #   P<bs> Q<bs> X<bs> data-parallel on all visible GPUs (global batch <bs> x GPUs) with DeepSpeed ZeRO-2 / ZeRO-3
 #   I16 I64     inference: TransformersEngine batch 16 (the medvqa template loop) / batch 64 + packed ViT
@@ -112,6 +115,12 @@ for stage in "$@"; do
     P*|Q*) bs=$(big ${stage#?}); zero=$([ "${stage:0:1}" = P ] && echo zero2 || echo zero3)
           NP=$(nvidia-smi -L | wc -l) recipe "$stage" $bs $FAST $TUNED --use_liger_kernel true --deepspeed $zero \
           --callbacks bench_perf vit_packed ;;   # X<bs> on every visible GPU, DeepSpeed ZeRO-2 (P) / ZeRO-3 (Q)
+    V*) bs=$(big ${stage#V}); recipe "V$bs" $bs $FAST $TUNED --use_liger_kernel true \
+          --callbacks bench_perf vit_packed vit_mlp_pad ;;
+    N*) bs=$(big ${stage#N}); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True recipe "N$bs" $bs $FAST $TUNED \
+          --use_liger_kernel true --callbacks bench_perf vit_packed vit_mlp_pad lora_fused ;;
+    K*) bs=$(big ${stage#K}); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True recipe "K$bs" $bs $FAST $TUNED \
+          --use_liger_kernel true --callbacks bench_perf vit_packed vit_mlp_pad vit_rope_compiled lora_fused ;;
     G*) bs=$(big ${stage#G}); recipe "G$bs" $bs $FAST --gradient_checkpointing true --callbacks bench_perf vit_packed ;;
     I16) infer I16 200 --mode engine --batch 16 ;;
     I64) infer I64 120 --mode engine --batch 64 --packed-vit ;;

@@ -72,7 +72,7 @@ class BenchPerf(TrainerCallback):
             acts = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
                 acts.append(torch.profiler.ProfilerActivity.CUDA)
-            self.prof = torch.profiler.profile(activities=acts)
+            self.prof = torch.profiler.profile(activities=acts, record_shapes=True)
             self.prof.__enter__()
             self.prof_t0 = time.perf_counter()
 
@@ -113,6 +113,10 @@ class BenchPerf(TrainerCallback):
                     f.write(f'== sorted by {key} ({n} steps)\n{ka.table(sort_by=key, row_limit=30)}\n')
                 except Exception as e:  # key names differ between torch versions
                     f.write(f'== {key}: {e!r}\n')
+            # which tensors the elementwise time goes to (LLM [tokens, width] vs ViT [patches, 1280] ...)
+            by_shape = self.prof.key_averages(group_by_input_shape=True)
+            f.write(f'== by input shape, sorted by self_cuda_time_total ({n} steps)\n'
+                    f'{by_shape.table(sort_by="self_cuda_time_total", row_limit=60, max_shapes_column_width=90)}\n')
         print('[bench] profile', json.dumps(self.profile), flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):
