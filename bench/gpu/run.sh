@@ -31,6 +31,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 MODEL=${MODEL:-$W/model}; DATA=${DATA:-$W/data}; PLUGIN=bench/gpu/swift_plugin.py
 # GPU=<index> pins this invocation to one card (lanes.sh runs two invocations side by side on a 2-GPU machine)
 [ -n "${GPU:-}" ] && export CUDA_VISIBLE_DEVICES=$GPU
+# (recipe stages inherit the speed fragment: since runs 7-9 that sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments)
 t0=${T0:-$(date +%s)}; el() { echo $(( $(date +%s) - t0 )); }; ts() { echo "[$(el)s]${GPU:+ gpu$GPU} $*"; }
 finish() {
   python3 -m bench.gpu.summarize "$L" "$MODEL" --out "$OUT/summary.json" 2>&1 | tail -40
