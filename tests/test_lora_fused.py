@@ -108,6 +108,15 @@ def test_other_variants_are_left_alone():
     assert not any(isinstance(v, FusedAddmmLora) for m in dora.modules() for v in getattr(m, 'lora_variant', {}).values())
 
 
+def test_zero3_partitioned_adapters_keep_peft_forward():
+    """DeepSpeed ZeRO-3 marks partitioned parameters with `ds_id` and gathers them only when their module runs."""
+    _, model = lora_pair()
+    layer = model.base_model.model.q_proj
+    layer.lora_A['default'].weight.ds_id = 7          # the attribute ZeRO-3 sets; partitioning itself needs GPUs
+    assert fuse_lora_linears(model) == 1              # only down_proj
+    assert layer.lora_variant == {} and layer.cast_input_dtype_enabled
+
+
 @pytest.mark.parametrize('times', [1, 2])
 def test_idempotent(times):
     _, fused = lora_pair()

@@ -60,13 +60,18 @@ class FusedAddmmLora(LoraVariant):
 def fuse_lora_linears(model) -> int:
     """Install the fused forward on every vanilla LoRA linear of `model`; returns how many adapters use it.
 
-    Layers that already run a variant (DoRA, aLoRA, ...) are left alone. Idempotent."""
+    Layers that already run a variant (DoRA, aLoRA, ...) and adapters partitioned by DeepSpeed ZeRO-3 are left
+    alone. Idempotent."""
     fused = 0
     for module in model.modules():
         if not isinstance(module, LoraLinear) or not isinstance(module.get_base_layer(), torch.nn.Linear):
             continue
         names = list(module.lora_A)
         if any(not isinstance(module.lora_variant.get(n, FusedAddmmLora()), FusedAddmmLora) for n in names):
+            continue
+        # ZeRO-3 gathers a partitioned weight only when its own module runs; the fused forward reads the weights
+        # directly, so partitioned adapters keep PEFT's forward
+        if any(hasattr(p, 'ds_id') for n in names for p in (module.lora_A[n].weight, module.lora_B[n].weight)):
             continue
         for name in names:
             module.lora_variant[name] = FusedAddmmLora()
