@@ -46,9 +46,8 @@ class VLRunner:
         model_type, template = read_model_kind(str(model_dir), list(adapters or []))
         self.engine = TransformersEngine(str(model_dir), adapters=adapters or None, max_batch_size=8,
                                          model_type=model_type, template_type=template)
-        from inference.fast_attention import use_fast_attention, wants_fast
-        if wants_fast(attention):  # as inference.predict does by default, so both give the same answers
-            use_fast_attention(self.engine.model)
+        from inference.fast_attention import use_attention
+        use_attention(self.engine.model, attention)  # as inference.predict does, so both give the same answers
         self.model, self.template = self.engine.model, self.engine.template
         self.tokenizer = self.template.processor.tokenizer
         self.eos_id = self.tokenizer.convert_tokens_to_ids('<|im_end|>')

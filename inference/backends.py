@@ -121,9 +121,8 @@ def load_backend(name: str, model: str, adapters: list[str], *, max_new_tokens: 
         import torch
         batch = batch_size or (TRANSFORMERS_BATCH_GPU if torch.cuda.is_available() else TRANSFORMERS_BATCH)
         engine = TransformersEngine(model, adapters=adapters or None, max_batch_size=batch, **kinds)
-        from inference.fast_attention import use_fast_attention, wants_fast
-        if wants_fast(attention):
-            use_fast_attention(engine.model)
+        from inference.fast_attention import use_attention
+        use_attention(engine.model, attention)
         return Backend(engine, batch, max_new_tokens, logprobs)
     if name == 'vllm':
         from swift.infer_engine.vllm_engine import VllmEngine

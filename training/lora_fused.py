@@ -5,8 +5,8 @@ extra passes over the layer's whole output ([tokens, out_features]) in the forwa
 for each of the 7 adapted matrices of every decoder layer. With fp32 adapters on a bf16 model it also casts every
 input to fp32 first (PEFT's `_cast_input_dtype`), although bf16 autocast casts it straight back for the matmul.
 Here the second LoRA matmul is `result.baddbmm_(x @ A^T, B^T, alpha=scaling)`: the GEMM epilogue adds the
-scaled product to the base output in place (out of place where the base output is a view), and the small adapter weights are cast to the activations' dtype instead of
-the large activations to the weights' dtype. The adapters keep their own dtype (fp32 master weights stay fp32;
+scaled product to the base output in place (out of place where the base output is a view), and the small adapter
+weights are cast to the activations' dtype instead of the large activations to the weights' dtype. The adapters keep their own dtype (fp32 master weights stay fp32;
 their gradients arrive in fp32 through the cast), so this is the same mixed-precision training, with the
 rounding of one fused GEMM instead of three separate bf16 ops (tests/test_lora_fused.py: equal in fp32).
 
@@ -57,6 +57,7 @@ class FusedAddmmLora(LoraVariant):
             return result.addmm_(h, bt, alpha=scaling)
         return result.baddbmm_(h, bt.expand(result.shape[0], *bt.shape), alpha=scaling)
 
+
 def fuse_lora_linears(model) -> int:
     """Install the fused forward on every vanilla LoRA linear of `model`; returns how many adapters use it.
 
@@ -67,7 +68,7 @@ def fuse_lora_linears(model) -> int:
         if not isinstance(module, LoraLinear) or not isinstance(module.get_base_layer(), torch.nn.Linear):
             continue
         names = list(module.lora_A)
-        if any(not isinstance(module.lora_variant.get(n, FusedAddmmLora()), FusedAddmmLora) for n in names):
+        if any(not isinstance(module.lora_variant.get(n), (FusedAddmmLora, type(None))) for n in names):
             continue
         # ZeRO-3 gathers a partitioned weight only when its own module runs; the fused forward reads the weights
         # directly, so partitioned adapters keep PEFT's forward

@@ -25,45 +25,53 @@ from swift.callbacks import callbacks_map  # noqa: E402
 from training import lora_fused, vit_attention, vit_mlp_pad, vit_rope  # noqa: E402
 
 
-class PackedVitAttention(TrainerCallback):
+class ModelSwitch(TrainerCallback):
+    """Applies `switch(model)` once at train begin and prints the line it returns, under the callback's name."""
+    name = ''
+
     def __init__(self, args, trainer):
         self.trainer = trainer
 
+    @staticmethod
+    def switch(model) -> str:
+        raise NotImplementedError
+
     def on_train_begin(self, args, state, control, **kwargs):
+        print(f'[training] {self.name}: {self.switch(self.trainer.model)}', flush=True)
+
+
+class PackedVitAttention(ModelSwitch):
+    name = 'vit_packed'
+
+    @staticmethod
+    def switch(model) -> str:
         try:
-            kernel = vit_attention.use_packed_vit_attention(self.trainer.model)
+            kernel = vit_attention.use_packed_vit_attention(model)
         except ValueError as e:  # not a Qwen2.5-VL: leave the model as it is, say so once
-            print(f'[training] vit_packed: {e}; vision attention unchanged', flush=True)
-            return
-        print(f'[training] vision tower attention: {vit_attention.NAME} ({kernel} kernel)', flush=True)
+            return f'{e}; vision attention unchanged'
+        return f'vision tower attention {vit_attention.NAME} ({kernel} kernel)'
 
 
-class PaddedVitMlp(TrainerCallback):
-    def __init__(self, args, trainer):
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        print(f'[training] vit_mlp_pad: {vit_mlp_pad.pad_vision_mlp(self.trainer.model)}', flush=True)
+class PaddedVitMlp(ModelSwitch):
+    name = 'vit_mlp_pad'
+    switch = staticmethod(vit_mlp_pad.pad_vision_mlp)
 
 
-class CompiledVitRope(TrainerCallback):
-    def __init__(self, args, trainer):
-        self.trainer = trainer
+class CompiledVitRope(ModelSwitch):
+    name = 'vit_rope_compiled'
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        print(f'[training] vit_rope_compiled: {vit_rope.use_compiled_vision_rope()}', flush=True)
-
-
-class FusedLora(TrainerCallback):
-    def __init__(self, args, trainer):
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        n = lora_fused.fuse_lora_linears(self.trainer.model)
-        print(f'[training] lora_fused: {n} LoRA linears use the fused addmm forward', flush=True)
+    @staticmethod
+    def switch(model) -> str:  # a module-level switch: the model is not needed
+        return vit_rope.use_compiled_vision_rope()
 
 
-callbacks_map['vit_packed'] = PackedVitAttention
-callbacks_map['vit_mlp_pad'] = PaddedVitMlp
-callbacks_map['vit_rope_compiled'] = CompiledVitRope
-callbacks_map['lora_fused'] = FusedLora
+class FusedLora(ModelSwitch):
+    name = 'lora_fused'
+
+    @staticmethod
+    def switch(model) -> str:
+        return f'{lora_fused.fuse_lora_linears(model)} LoRA linears use the fused addmm forward'
+
+
+for _callback in (PackedVitAttention, PaddedVitMlp, CompiledVitRope, FusedLora):
+    callbacks_map[_callback.name] = _callback

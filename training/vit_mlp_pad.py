@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from training.vit_attention import vision_tower
+
 MULTIPLE = 64
 
 
@@ -23,10 +25,10 @@ def _padded(weight: torch.Tensor, dim: int, size: int) -> torch.nn.Parameter:
     return torch.nn.Parameter(torch.cat([weight.detach(), zeros], dim=dim), requires_grad=False)
 
 
-def _vision_mlps(model):
+def _vision_mlps(tower):
     parts = ('gate_proj', 'up_proj', 'down_proj')
-    for name, module in model.named_modules():
-        if 'visual' in name.split('.') and all(isinstance(getattr(module, p, None), torch.nn.Linear) for p in parts):
+    for name, module in tower.named_modules():
+        if all(isinstance(getattr(module, p, None), torch.nn.Linear) for p in parts):
             yield name, module
 
 
@@ -34,7 +36,10 @@ def pad_vision_mlp(model, multiple: int = MULTIPLE) -> str:
     """Pad every frozen vision MLP of `model` to a multiple of `multiple`; returns what was done, in words."""
     if not hasattr(model, 'peft_config'):
         return 'not a PEFT model (a full checkpoint would save the padded weights): vision MLP unchanged'
-    mlps = list(_vision_mlps(model))
+    try:
+        mlps = list(_vision_mlps(vision_tower(model)))
+    except ValueError as e:  # another vision tower (Qwen3-VL, MedGemma): measured only on Qwen2.5-VL's
+        return f'{e}: vision MLP unchanged'
     for name, mlp in mlps:
         if any(p.requires_grad or hasattr(p, 'ds_id') for p in mlp.parameters()):  # trained, or split by ZeRO-3
             return f'{name} is trained or partitioned: vision MLP unchanged'
