@@ -83,7 +83,7 @@ plain() {  # the gpu.md anchor A, unchanged apart from the step count and the me
     --external_plugins $PLUGIN --callbacks bench_perf
 }
 recipe() {  # name, batch, extra flags...: the real `make sft` path, one optimizer step = one batch
-  local name=$1 bs=$2; shift 2
+  local name=$1${SUFFIX:-} bs=$2; shift 2   # SUFFIX tells a repeated stage apart (e.g. warm Triton caches)
   sft "$name" 150 python3 -m training.launch --recipe recipes/qwen2_5_vl/7B_lora.args --data "$DATA" \
     --run "$W/run_$name" --model "$MODEL" -- --max_steps $STEPS --global_batch $(( bs * ${NP:-1} )) \
     --per_device_train_batch_size $bs \
@@ -120,7 +120,7 @@ for stage in "$@"; do
           --callbacks bench_perf vit_packed vit_mlp_pad ;;
     N*) bs=$(big ${stage#N}); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True recipe "N$bs" $bs $FAST $TUNED \
           --use_liger_kernel true --callbacks bench_perf vit_packed vit_mlp_pad lora_fused ;;
-    K*) bs=$(big ${stage#K}); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True recipe "K$bs" $bs $FAST $TUNED \
+    K*) bs=$(big ${stage#K}); PYTORCH_CUDA_ALLOC_CONF=${ALLOC_CONF:-expandable_segments:True} recipe "K$bs" $bs $FAST $TUNED \
           --use_liger_kernel true --callbacks bench_perf vit_packed vit_mlp_pad vit_rope_compiled lora_fused ;;
     G*) bs=$(big ${stage#G}); recipe "G$bs" $bs $FAST --gradient_checkpointing true --callbacks bench_perf vit_packed ;;
     I16) infer I16 200 --mode engine --batch 16 ;;

@@ -8,6 +8,7 @@ It adds two trainer callbacks (ms-swift's `callbacks_map`, selected with `--call
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -48,6 +49,35 @@ class BenchPerf(TrainerCallback):
             return original(model, inputs, *a, **kw)
 
         trainer.compute_loss = counting_compute_loss
+        # Python garbage collections longer than 20 ms, with the step they fell in (a candidate for step stalls)
+        self.gc_pauses, self._gc_t0, self._step = [], None, 0
+        gc.callbacks.append(self._on_gc)
+        # Triton kernels compiled (or loaded from the disk cache) after the start, with their step: liger's kernels
+        # are JIT-specialised on their integer arguments, so a new batch shape can mean a new compile mid-run
+        self.triton_compiles, self._triton_t0 = [], None
+        self.shapes = {}  # step -> [padded sequence length, image patches] of the batch (host-side shapes, no sync)
+        try:
+            from triton import knobs
+            knobs.runtime.jit_cache_hook = self._on_triton_start
+            knobs.runtime.jit_post_compile_hook = self._on_triton_end
+        except (ImportError, AttributeError):  # no Triton (CPU builds) or an older Triton without knobs
+            pass
+
+    def _on_triton_start(self, *, fn, **_):
+        self._triton_t0 = time.perf_counter()
+        return False  # False: go on and compile
+
+    def _on_triton_end(self, *, fn, **_):
+        ms = (time.perf_counter() - self._triton_t0) * 1000 if self._triton_t0 else None
+        self.triton_compiles.append(dict(step=self._step, kernel=fn.name, ms=round(ms, 1) if ms else None))
+
+    def _on_gc(self, phase, info):
+        if phase == 'start':
+            self._gc_t0 = time.perf_counter()
+        elif self._gc_t0 is not None:
+            ms = (time.perf_counter() - self._gc_t0) * 1000
+            if ms > 20:
+                self.gc_pauses.append(dict(step=self._step, gen=info.get('generation'), ms=round(ms, 1)))
 
     def _count(self, inputs):
         ids = inputs.get('input_ids')
@@ -56,6 +86,8 @@ class BenchPerf(TrainerCallback):
         mask = inputs.get('attention_mask')
         labels = inputs.get('labels')
         grid = inputs.get('image_grid_thw')
+        pixels = inputs.get('pixel_values')
+        self.shapes[self._step] = [ids.shape[-1], pixels.shape[0] if pixels is not None else 0]
         dev = ids.device
         zero = torch.zeros((), device=dev, dtype=torch.long)
         row = torch.stack([torch.tensor(ids.shape[0], device=dev),
@@ -67,6 +99,7 @@ class BenchPerf(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         step = state.global_step + 1
+        self._step = step
         self.step_begin.setdefault(step, time.perf_counter())
         if self.prof_steps and step == self.prof_start and self.prof is None:
             acts = [torch.profiler.ProfilerActivity.CPU]
@@ -119,6 +152,18 @@ class BenchPerf(TrainerCallback):
                     f'{by_shape.table(sort_by="self_cuda_time_total", row_limit=60, max_shapes_column_width=90)}\n')
         print('[bench] profile', json.dumps(self.profile), flush=True)
 
+    @staticmethod
+    def _compile_times():
+        """torch.compile's own account (frames compiled, seconds per phase), if anything was compiled."""
+        try:
+            from torch._dynamo.utils import compile_times, counters
+            stats = {k: dict(v) for k, v in counters.items() if v}
+            if stats:
+                print('[bench] compile times\n' + compile_times(repr='str'), flush=True)
+            return stats
+        except Exception as e:  # private API: its shape changes between torch versions
+            return repr(e)
+
     def on_train_end(self, args, state, control, **kwargs):
         cuda = torch.cuda.is_available()
         counts = self.counts.tolist() if self.counts is not None else [0] * 5
@@ -141,6 +186,12 @@ class BenchPerf(TrainerCallback):
                    peak_reserved_GiB=torch.cuda.max_memory_reserved() / 2 ** 30 if cuda else None,
                    gaps_ms_mean=1000 * sum(self.step_begin[s + 1] - self.step_end[s] for s in steps
                                            if s + 1 in self.step_begin) / max(1, len(steps) - 1),
+                   step_s={s: round(self.step_end[s] - self.step_end[s - 1], 3)  # every step's wall time
+                           for s in steps if s - 1 in self.step_end},
+                   wait_s={s: round(self.step_begin[s] - self.step_end[s - 1], 3)  # batch fetch before the step
+                           for s in steps if s - 1 in self.step_end and s in self.step_begin},
+                   shapes=self.shapes, triton_compiles=self.triton_compiles,
+                   gc_pauses=self.gc_pauses, compile_times=self._compile_times(),
                    profile=getattr(self, 'profile', None))
         os.makedirs(self.out, exist_ok=True)
         with open(os.path.join(self.out, f'perf_{self.name}.json'), 'w') as f:
