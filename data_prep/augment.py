@@ -207,15 +207,9 @@ def _augment_one(job: tuple[str, str, str, int, int, str]) -> int:
         img = im.convert('RGB')
     if impl == 'opencv':
         import cv2
-        import numpy as np
         cv2.setNumThreads(1)  # we parallelise by process; one thread also keeps the arithmetic order fixed
-        rgb = np.asarray(img)
     for k in todo:
-        if impl == 'opencv':
-            out = Image.fromarray(apply_weak_fast(rgb, sample_params(*img.size, _generator(img_id, k, seed))))
-        else:
-            out = weak_variant(img, img_id, k, seed, impl='torchvision')
-        save_jpeg(out, Path(out_dir) / variant_name(img_id, k))
+        save_jpeg(weak_variant(img, img_id, k, seed, impl), Path(out_dir) / variant_name(img_id, k))
     return len(todo)
 
 

@@ -12,7 +12,7 @@
 #   X<bs>       O<bs> + --lora_dropout 0 --tf32 true --use_liger_kernel true (falls back to Y<bs> = without liger)
 #   Z<bs>       X<bs> + --lora_dtype bfloat16 (adapters kept in bf16: faster, a numerical trade-off)
 #   V<bs>       X<bs> + zero-padded vision MLP (callback vit_mlp_pad)
-#   N<bs>       V<bs> + fused LoRA forward (callback lora_fused) + PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+#   N<bs>       V<bs> + fused LoRA forward (callback lora_fused)
 #   K<bs>       N<bs> + compiled vision rotary embedding (callback vit_rope_compiled)
 #   G<bs>       O<bs> with gradient checkpointing on
 #   P<bs> Q<bs> X<bs> data-parallel on all visible GPUs (global batch <bs> x GPUs) with DeepSpeed ZeRO-2 / ZeRO-3
@@ -31,7 +31,8 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 MODEL=${MODEL:-$W/model}; DATA=${DATA:-$W/data}; PLUGIN=bench/gpu/swift_plugin.py
 # GPU=<index> pins this invocation to one card (lanes.sh runs two invocations side by side on a 2-GPU machine)
 [ -n "${GPU:-}" ] && export CUDA_VISIBLE_DEVICES=$GPU
-# (recipe stages inherit the speed fragment: since runs 7-9 that sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments)
+# Recipe stages inherit the speed fragment's PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (since runs 7-9);
+# ALLOC_CONF=<value> replaces it for every recipe stage of this invocation.
 t0=${T0:-$(date +%s)}; el() { echo $(( $(date +%s) - t0 )); }; ts() { echo "[$(el)s]${GPU:+ gpu$GPU} $*"; }
 finish() {
   python3 -m bench.gpu.summarize "$L" "$MODEL" --out "$OUT/summary.json" 2>&1 | tail -40
@@ -84,7 +85,7 @@ plain() {  # the gpu.md anchor A, unchanged apart from the step count and the me
 }
 recipe() {  # name, batch, extra flags...: the real `make sft` path, one optimizer step = one batch
   local name=$1${SUFFIX:-} bs=$2; shift 2   # SUFFIX tells a repeated stage apart (e.g. warm Triton caches)
-  sft "$name" 150 python3 -m training.launch --recipe recipes/qwen2_5_vl/7B_lora.args --data "$DATA" \
+  sft "$name" 150 env ${ALLOC_CONF:+PYTORCH_CUDA_ALLOC_CONF=$ALLOC_CONF} python3 -m training.launch --recipe recipes/qwen2_5_vl/7B_lora.args --data "$DATA" \
     --run "$W/run_$name" --model "$MODEL" -- --max_steps $STEPS --global_batch $(( bs * ${NP:-1} )) \
     --per_device_train_batch_size $bs \
     --logging_steps 5 --save_strategy no --eval_strategy no --report_to none --external_plugins $PLUGIN "$@"
@@ -118,10 +119,10 @@ for stage in "$@"; do
           --callbacks bench_perf vit_packed ;;   # X<bs> on every visible GPU, DeepSpeed ZeRO-2 (P) / ZeRO-3 (Q)
     V*) bs=$(big ${stage#V}); recipe "V$bs" $bs $FAST $TUNED --use_liger_kernel true \
           --callbacks bench_perf vit_packed vit_mlp_pad ;;
-    N*) bs=$(big ${stage#N}); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True recipe "N$bs" $bs $FAST $TUNED \
-          --use_liger_kernel true --callbacks bench_perf vit_packed vit_mlp_pad lora_fused ;;
-    K*) bs=$(big ${stage#K}); PYTORCH_CUDA_ALLOC_CONF=${ALLOC_CONF:-expandable_segments:True} recipe "K$bs" $bs $FAST $TUNED \
-          --use_liger_kernel true --callbacks bench_perf vit_packed vit_mlp_pad vit_rope_compiled lora_fused ;;
+    N*) bs=$(big ${stage#N}); recipe "N$bs" $bs $FAST $TUNED --use_liger_kernel true \
+          --callbacks bench_perf vit_packed vit_mlp_pad lora_fused ;;
+    K*) bs=$(big ${stage#K}); recipe "K$bs" $bs $FAST $TUNED --use_liger_kernel true \
+          --callbacks bench_perf vit_packed vit_mlp_pad vit_rope_compiled lora_fused ;;
     G*) bs=$(big ${stage#G}); recipe "G$bs" $bs $FAST --gradient_checkpointing true --callbacks bench_perf vit_packed ;;
     I16) infer I16 200 --mode engine --batch 16 ;;
     I64) infer I64 120 --mode engine --batch 64 --packed-vit ;;
