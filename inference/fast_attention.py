@@ -9,7 +9,8 @@ Two host/GPU costs dominate `generate` there (torch.profiler on an H200, docs/be
 become 7 query rows against that group's single key/value head. Softmax is per query row and the padding mask is the
 same for every head, so each row sees exactly the keys it saw before: the result is the same attention, only the
 kernel's summation order can differ (bf16 rounding). Longer steps (the prefill) keep transformers' own sdpa.
-Use: `use_fast_attention(model)`, or `use_attention(model, choice)` for an --attention choice. torch/transformers are imported where used (the CLI starts fast).
+Use: `use_fast_attention(model)`, or `use_attention(model, choice)` for an --attention choice. torch/transformers
+are imported where used (the CLI starts fast).
 """
 from __future__ import annotations
 
@@ -88,4 +89,3 @@ def wants_fast(choice: str) -> bool:
 def use_attention(model, choice: str) -> str:
     """Apply an --attention choice to a loaded model (inference.backends and explain.runner load it the same way)."""
     return use_fast_attention(model) if wants_fast(choice) else 'stock'
-

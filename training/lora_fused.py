@@ -6,9 +6,10 @@ for each of the 7 adapted matrices of every decoder layer. With fp32 adapters on
 input to fp32 first (PEFT's `_cast_input_dtype`), although bf16 autocast casts it straight back for the matmul.
 Here the second LoRA matmul is `result.baddbmm_(x @ A^T, B^T, alpha=scaling)`: the GEMM epilogue adds the
 scaled product to the base output in place (out of place where the base output is a view), and the small adapter
-weights are cast to the activations' dtype instead of the large activations to the weights' dtype. The adapters keep their own dtype (fp32 master weights stay fp32;
-their gradients arrive in fp32 through the cast), so this is the same mixed-precision training, with the
-rounding of one fused GEMM instead of three separate bf16 ops (tests/test_lora_fused.py: equal in fp32).
+weights are cast to the activations' dtype instead of the large activations to the weights' dtype. The adapters
+keep their own dtype (fp32 master weights stay fp32; their gradients arrive in fp32 through the cast), so this is
+the same mixed-precision training, with the rounding of one fused GEMM instead of three separate bf16 ops
+(tests/test_lora_fused.py: equal in fp32).
 
 It plugs into PEFT's LoRA-variant hook (`LoraLayer.lora_variant`, the mechanism DoRA uses) and changes nothing
 that is saved: the adapter files are ordinary LoRA. Use: `fuse_lora_linears(model)` after PEFT wrapped it.
