@@ -6,9 +6,20 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+# SETUP=venv (default): targets install .venv on first use (`make setup`). SETUP=none: run with PY as it is, on a
+# machine whose Python already holds the stack (a cluster image, a GPU node with carried wheels); nothing installs.
+SETUP   ?= venv
 VENV    ?= .venv
-PY      ?= $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.medico-setup
+ifeq ($(SETUP),venv)
+PY      ?= $(VENV)/bin/python
+STACK   := $(SETUP_STAMP)
+else ifeq ($(SETUP),none)
+PY      ?= python3
+STACK   :=
+else
+$(error SETUP must be venv or none (got '$(SETUP)'))
+endif
 
 # ---- data ---------------------------------------------------------------------------------------------------------
 DATASET ?= SimulaMet/Kvasir-VQA-x1#     hub id, or a local copy: parquet file / folder of parquet files / save_to_disk folder
@@ -52,79 +63,83 @@ TINY_MODEL ?= models/tiny-qwen2.5-vl
 RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
-.PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
+.PHONY: help setup stack test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
         submit-task1 submit-task2 bench bench-prepare clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## create .venv with the pinned requirements (GPU set if a GPU is present; DEVICE=cpu|gpu overrides) + NLTK data
+setup: ## create .venv with the pinned requirements (GPU set if a GPU is present; DEVICE=cpu|gpu|gpu-next, INSTALLER=uv) + NLTK data
 	bash scripts/setup.sh
 
-$(SETUP_STAMP): requirements.txt requirements-cpu.txt requirements-base.txt requirements-dev.txt scripts/setup.sh
+$(SETUP_STAMP): requirements.txt requirements-cpu.txt requirements-base.txt requirements-dev.txt requirements-gpu.lock \
+                requirements-gpu-next.txt scripts/setup.sh
 	bash scripts/setup.sh
 
-test: $(SETUP_STAMP) ## run every test (unit + slow end-to-end), as CI does
+stack: ## compare PY's installed packages with the pinned set (STACK_SET=gpu|cpu|gpu-next; useful with SETUP=none)
+	$(PY) scripts/check_stack.py --set $(or $(STACK_SET),auto)
+
+test: $(STACK) ## run every test (unit + slow end-to-end), as CI does
 	$(PY) -m pytest
 
-test-fast: $(SETUP_STAMP) ## run the fast unit tests only
+test-fast: $(STACK) ## run the fast unit tests only
 	$(PY) -m pytest -m "not slow"
 
-tiny-model: $(SETUP_STAMP) ## build the tiny random Qwen2.5-VL (real tokenizer) offline into TINY_MODEL
+tiny-model: $(STACK) ## build the tiny random Qwen2.5-VL (real tokenizer) offline into TINY_MODEL
 	$(PY) -m training.tiny_model --out $(TINY_MODEL)
 
-synthetic: $(SETUP_STAMP) ## write a synthetic Kvasir-VQA-x1 copy with known geometry into OUT (default $(DEMO)/synthetic)
+synthetic: $(STACK) ## write a synthetic Kvasir-VQA-x1 copy with known geometry into OUT (default $(DEMO)/synthetic)
 	$(PY) -m data_prep.synthetic --out $(or $(OUT),$(DEMO)/synthetic) --images $(or $(IMAGES_N),48) --seed 0
 
-prepare: $(SETUP_STAMP) ## DATASET -> images, augmented variants, splits, organizer subsets, ms-swift JSONL in DATA
+prepare: $(STACK) ## DATASET -> images, augmented variants, splits, organizer subsets, ms-swift JSONL in DATA
 	$(PY) -m data_prep.prepare --dataset $(DATASET) $(if $(IMAGES),--images $(IMAGES)) --out $(DATA) \
 	  --aug-k $(AUG_K) --augment-impl $(AUGMENT_IMPL) $(PREPARE_ARGS)
 
-subsets: $(SETUP_STAMP) ## write the organizers' task-1/task-2 subsets of DATASET into OUT (no images needed)
+subsets: $(STACK) ## write the organizers' task-1/task-2 subsets of DATASET into OUT (no images needed)
 	$(PY) -m data_prep.subsets --dataset $(DATASET) --out $(or $(OUT),$(DATA)/subsets)
 
-grounding-data: $(SETUP_STAMP) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift/grounding.jsonl (Subtask 2 boxes)
+grounding-data: $(STACK) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift/grounding.jsonl (Subtask 2 boxes)
 	$(PY) -m data_prep.grounding_data $(if $(KVASIR_SEG),--kvasir-seg $(KVASIR_SEG)) \
 	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --out $(DATA)/swift/grounding.jsonl
 
-sft: $(SETUP_STAMP) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
+sft: $(STACK) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
 	$(PY) -m training.launch --recipe $(RECIPE) --data $(DATA) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
 	  $(if $(RESUME),--resume) $(if $(SFT_ARGS),-- $(SFT_ARGS))
 
-export: $(SETUP_STAMP) ## merge RUN's LoRA into RUN/merged, check it answers like the adapter (HUB_MODEL_ID= pushes it)
+export: $(STACK) ## merge RUN's LoRA into RUN/merged, check it answers like the adapter (HUB_MODEL_ID= pushes it)
 	$(PY) -m training.export --run $(RUN) --out $(RUN)/merged --check-data $(DATA)/swift/val-original.jsonl \
 	  $(if $(HUB_MODEL_ID),--hub-model-id $(HUB_MODEL_ID))
 
-infer: $(SETUP_STAMP) ## answer DATA/swift/SPLIT.jsonl with MODEL (default RUN/merged) into PRED
+infer: $(STACK) ## answer DATA/swift/SPLIT.jsonl with MODEL (default RUN/merged) into PRED
 	$(PY) -m inference.predict --model $(INFER_MODEL) --data $(DATA)/swift/$(SPLIT).jsonl --out $(PRED) \
 	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(INFER_ARGS)
 
-score: $(SETUP_STAMP) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
+score: $(STACK) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
 	$(PY) -m eval.score $(PRED) --report $(REPORT)
 
-baseline: $(SETUP_STAMP) ## language-prior baselines (no image) on SPLIT, scored like a model
+baseline: $(STACK) ## language-prior baselines (no image) on SPLIT, scored like a model
 	$(PY) -m eval.baseline --train $(DATA)/swift/train-original.meta.jsonl --eval $(DATA)/swift/$(SPLIT).meta.jsonl \
 	  --out preds/baseline
 
-submit-task1: $(SETUP_STAMP) ## build, check and (with a token) upload the Subtask 1 repo for MODEL to HUB_REPO
+submit-task1: $(STACK) ## build, check and (with a token) upload the Subtask 1 repo for MODEL to HUB_REPO
 	$(PY) -m submission.task1 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task1 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
-submit-task2: $(SETUP_STAMP) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
+submit-task2: $(STACK) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
 	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task2 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) \
 	  $(if $(wildcard $(TASK1_PRED)),--task1-predictions $(TASK1_PRED)) --calibration-data $(CALIBRATION) \
 	  $(TASK2_ARGS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
-demo: $(SETUP_STAMP) ## the whole path offline on CPU: tiny model + synthetic data through every target above
+demo: $(STACK) ## the whole path offline on CPU: tiny model + synthetic data through every target above
 	bash scripts/demo.sh $(DEMO)
 
-bench: $(SETUP_STAMP) ## run the CPU benchmarks (tables printed and written under bench/results/)
+bench: $(STACK) ## run the CPU benchmarks (tables printed and written under bench/results/)
 	bash scripts/bench.sh
 
-bench-prepare: $(SETUP_STAMP) ## make prepare vs the official README way at full scale (~35 min on 2 cores; BENCH_ARGS="--scale 0.05" for a quick run)
+bench-prepare: $(STACK) ## make prepare vs the official README way at full scale (~35 min on 2 cores; BENCH_ARGS="--scale 0.05" for a quick run)
 	$(OFFLINE) $(PY) -m bench.prepare_bench $(BENCH_ARGS)
 
 clean: ## remove build outputs (not .venv, data or runs)

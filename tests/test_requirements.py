@@ -1,0 +1,116 @@
+"""The dependency sets: the GPU set is the one that ran on an H200, its lock agrees with the requirement files, the CPU
+and GPU sets share every pin, and the make targets run on a Python that already holds the stack (SETUP=none)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location('check_stack', REPO / 'scripts' / 'check_stack.py')
+check_stack = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_stack)
+
+GPU_FILES = ('requirements.txt', 'requirements-base.txt', 'requirements-dev.txt')
+# What trained at 40 % MFU and served vLLM on the H200 (docs/benchmarks.md, "GPU software"): the default GPU set
+RAN_ON_H200 = {'torch': '2.11.0', 'torchvision': '0.26.0', 'vllm': '0.26.0', 'transformers': '5.17.0',
+               'ms-swift': '4.6.0', 'deepspeed': '0.19.8', 'liger-kernel': '0.8.5', 'peft': '0.20.0',
+               'trl': '0.29.1', 'datasets': '4.8.4', 'accelerate': '1.15.0', 'qwen-vl-utils': '0.0.14'}
+
+
+def lock_pins() -> dict[str, str | None]:
+    return check_stack.read_requirements(REPO / check_stack.LOCK)
+
+
+def test_gpu_set_is_the_one_that_ran_on_the_h200():
+    gpu = check_stack.read_requirements(REPO / 'requirements.txt')
+    assert {k: gpu.get(k) for k in RAN_ON_H200} == RAN_ON_H200
+    assert lock_pins()['vllm'] == '0.26.0' and lock_pins()['torch'] == '2.11.0'
+
+
+def test_lock_agrees_with_the_requirement_files():
+    lock = lock_pins()
+    wanted = {}
+    for name in ('requirements.txt', 'requirements-dev.txt'):
+        wanted.update(check_stack.read_requirements(REPO / name))
+    missing = sorted(set(wanted) - set(lock))
+    assert not missing, f'in the requirement files but not in the lock: {missing} (run scripts/lock.sh)'
+    differ = {k: (v, lock[k]) for k, v in wanted.items() if v is not None and lock[k] != v}
+    assert not differ, f'pinned vs locked: {differ} (run scripts/lock.sh)'
+    assert all(v for v in lock.values()), 'every locked package has an exact version'
+
+
+def test_lock_was_made_from_the_current_requirement_files():
+    digest = hashlib.sha256(b''.join((REPO / f).read_bytes() for f in GPU_FILES)).hexdigest()[:16]
+    header = (REPO / check_stack.LOCK).read_text(encoding='utf-8').splitlines()[:4]
+    assert any(f'inputs sha256: {digest}' in line for line in header), \
+        'requirements changed since the lock was made: run scripts/lock.sh'
+    assert any('--python-version 3.12' in line and 'x86_64' in line for line in header)
+
+
+def test_cpu_and_gpu_sets_share_every_pin():
+    cpu = check_stack.read_requirements(REPO / 'requirements-cpu.txt')
+    for gpu_file in ('requirements.txt', 'requirements-gpu-next.txt'):
+        gpu = check_stack.read_requirements(REPO / gpu_file)
+        shared = set(cpu) & set(gpu) - {'torch', 'torchvision'}
+        assert shared >= {'transformers', 'ms-swift', 'datasets', 'peft', 'trl', 'accelerate'}
+        assert {k: cpu[k] for k in shared} == {k: gpu[k] for k in shared}, gpu_file
+    # the only packages a set adds to requirements-base.txt are the torch build and the GPU-only engines
+    base = set(check_stack.read_requirements(REPO / 'requirements-base.txt'))
+    assert set(cpu) - base <= {'torch', 'torchvision', 'pytest'}
+
+
+def test_read_requirements_follows_includes_and_extras(tmp_path):
+    (tmp_path / 'base.txt').write_text('Foo_Bar==1.2  # why\nbaz[x,y]==3; python_version > "3.8"\nqux\n')
+    (tmp_path / 'top.txt').write_text('--index-url https://example.invalid\n-r base.txt\ntorch==2.11.0\n')
+    assert check_stack.read_requirements(tmp_path / 'top.txt') == {
+        'foo-bar': '1.2', 'baz': '3', 'qux': None, 'torch': '2.11.0'}
+    assert check_stack.matches('2.11.0', '2.11.0+cu130') and not check_stack.matches('2.11.0', '2.11.1')
+    assert not check_stack.matches(None, None)
+
+
+def test_stack_check_reports_this_python():
+    """`make stack` on the CPU venv: the CPU set matches; the GPU set names vLLM as missing and exits 1."""
+    run = lambda s: subprocess.run([sys.executable, 'scripts/check_stack.py', '--set', s], cwd=REPO,
+                                   capture_output=True, text=True)
+    cpu = run('cpu')
+    assert cpu.returncode == 0, cpu.stdout
+    gpu = run('gpu')
+    assert gpu.returncode == 1
+    assert any(line.split()[:1] == ['vllm'] and 'MISSING' in line for line in gpu.stdout.splitlines())
+
+
+def _make(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(['make', '--no-print-directory', *args], cwd=REPO, capture_output=True, text=True,
+                          env=env or os.environ.copy())
+
+
+def test_setup_none_never_installs(tmp_path):
+    """SETUP=none: no venv stamp, no setup.sh, PY as given — the targets run on a Python that holds the stack."""
+    venv = tmp_path / 'no-venv'
+    dry = _make('-n', 'infer', 'score', 'SETUP=none', f'VENV={venv}').stdout
+    assert 'setup.sh' not in dry and 'python3 -m inference.predict' in dry and 'python3 -m eval.score' in dry
+    # the default still sets up a venv first
+    assert 'bash scripts/setup.sh' in _make('-n', 'infer', f'VENV={venv}').stdout
+    bad = _make('-n', 'infer', 'SETUP=conda')
+    assert bad.returncode != 0 and 'SETUP must be venv or none' in bad.stderr
+
+
+@pytest.mark.slow
+def test_setup_none_runs_a_real_target(tmp_path):
+    """A real target end to end with SETUP=none and this interpreter: it works and creates no venv."""
+    venv = tmp_path / 'no-venv'
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')
+    syn = _make('synthetic', 'SETUP=none', f'PY={sys.executable}', f'VENV={venv}', f'OUT={tmp_path / "syn"}',
+                'IMAGES_N=8', env=env)
+    assert syn.returncode == 0, syn.stderr[-2000:]
+    sub = _make('subsets', 'SETUP=none', f'PY={sys.executable}', f'VENV={venv}', f'DATASET={tmp_path / "syn"}',
+                f'OUT={tmp_path / "subsets"}', env=env)
+    assert sub.returncode == 0, sub.stderr[-2000:]
+    assert (tmp_path / 'subsets' / 'task2_val.jsonl').is_file()
+    assert not venv.exists()
