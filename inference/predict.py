@@ -169,20 +169,27 @@ def open_vllm(args, timings: dict, rank: int | None):
     setup = {'model': args.model, 'adapters': args.adapters, 'model_type': model_type, 'template_type': template_type,
              'max_pixels': args.max_pixels, 'torch_dtype': dtype, 'max_model_len': args.max_model_len}
     prefetcher = Prefetcher(workers, 'vllm', setup) if workers else None
-    if prefetcher:
-        prefetcher.warm_up()
-    t0 = time.monotonic()
-    import swift.infer_engine.vllm_engine  # noqa: F401  (ms-swift + vLLM + torch: timed on their own)
-    timings['import_s'] = round(time.monotonic() - t0, 2)
-    kwargs = ve.vllm_engine_kwargs(
-        config, max_model_len=args.max_model_len, max_num_seqs=args.batch_size,
-        gpu_memory_utilization=args.gpu_memory_utilization, dtype=dtype, enforce_eager=args.enforce_eager,
-        limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel,
-        max_lora_rank=lora_rank(args.adapters) if args.adapters else None,
-        big_gpu=ve.device_memory_bytes() >= ve.BIG_GPU_BYTES, max_pixels=args.max_pixels, extra=args.engine_args)
-    timings['engine_kwargs'] = {k: v for k, v in kwargs.items()}
-    engine = ve.load_vllm(args.model, args.adapters, model_type=model_type, template_type=template_type,
-                          kwargs=kwargs, log=log, timings=timings)
+    try:
+        if prefetcher:
+            prefetcher.warm_up()
+        t0 = time.monotonic()
+        import swift.infer_engine.vllm_engine  # noqa: F401  (ms-swift + vLLM + torch: timed on their own)
+        timings['import_s'] = round(time.monotonic() - t0, 2)
+        kwargs = ve.vllm_engine_kwargs(
+            config, max_model_len=args.max_model_len, max_num_seqs=args.batch_size,
+            gpu_memory_utilization=args.gpu_memory_utilization, dtype=dtype, enforce_eager=args.enforce_eager,
+            limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel,
+            max_lora_rank=lora_rank(args.adapters) if args.adapters else None,
+            big_gpu=ve.device_memory_bytes() >= ve.BIG_GPU_BYTES, max_pixels=args.max_pixels,
+            extra=args.engine_args)
+        timings['engine_kwargs'] = kwargs
+        engine = ve.load_vllm(args.model, args.adapters, model_type=model_type, template_type=template_type,
+                              kwargs=kwargs, log=log, timings=timings)
+    except BaseException:
+        if prefetcher:
+            prefetcher.close()
+        log.close()
+        raise
     timings.update(ve.parse_startup_log(log.text()))
     if prefetcher is None:  # in-process encoding with the engine's own template
         prefetcher = Prefetcher(0, 'vllm', {'template': engine.template, 'max_model_len': args.max_model_len})

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -358,6 +359,9 @@ class VllmAdapter:
 
     def step(self) -> list[tuple[int, dict]]:
         from inference.backends import parse_response
+        if not self.llm.has_unfinished_requests():   # step() would wait for outputs that never come
+            raise RuntimeError(f'vLLM has no request left but {len(self.keys)} answers are missing (input lines '
+                               f'{sorted(int(k) + 1 for k in self.keys)[:10]}...); rerun to resume')
         done = []
         for output in self.llm.step():
             if not output.finished:
@@ -370,9 +374,15 @@ class VllmAdapter:
 
 
 def device_memory_bytes() -> int:
-    """Total memory of the first visible GPU, read as vLLM reads it (NVML: no CUDA context in this process)."""
-    from vllm.platforms import current_platform
-    return int(current_platform.get_device_total_memory())
+    """Total memory of the first visible GPU, read as vLLM reads it (NVML: no CUDA context in this process); 0 when
+    it cannot be read (then the smaller defaults apply)."""
+    try:
+        from vllm.platforms import current_platform
+        return int(current_platform.get_device_total_memory())
+    except Exception as e:  # an unusual platform: vLLM itself will say more when the engine starts
+        print(f'note: GPU memory not readable ({type(e).__name__}: {e}); using the small-GPU defaults',
+              file=sys.stderr)
+        return 0
 
 
 def load_vllm(model: str, adapters: list[str], *, model_type: str | None, template_type: str | None, kwargs: dict,
