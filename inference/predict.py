@@ -157,7 +157,7 @@ def open_vllm(args, timings: dict, rank: int | None):
     ve.quiet_offline_env()
     cache = ve.compile_cache_dir(args.model)
     if cache:
-        os.environ['VLLM_CACHE_ROOT'] = cache   # vLLM's torch.compile cache: a rerun of this model compiles less
+        ve.use_compile_cache(cache)
     timings['compile_cache'] = cache or '~/.cache/vllm'
     log = ve.VllmLog(sibling(args.out, '.vllm.log' if rank is None else f'.vllm.{rank}.log'))
     model_type, template_type = args.model_type, args.template

@@ -140,6 +140,14 @@ def compile_cache_dir(model: str) -> str | None:
     return str(folder.resolve().parent / '.vllm-cache')
 
 
+def use_compile_cache(folder: str) -> None:
+    """Keep vLLM's torch.compile cache and the JIT caches under it (Triton's and Inductor's default to ~/.triton and
+    /tmp, which a fresh machine does not have): a rerun of the same model then loads instead of compiling."""
+    os.environ['VLLM_CACHE_ROOT'] = folder
+    os.environ.setdefault('TRITON_CACHE_DIR', str(Path(folder) / 'triton'))
+    os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', str(Path(folder) / 'inductor'))
+
+
 # ---------------------------------------------------------------- vLLM's log: start-up breakdown and errors
 LOG_TIMES = {   # vLLM 0.26 log lines (engine core process) -> seconds, in the order they happen
     'weights_s': r'Loading weights took ([\d.]+) seconds',

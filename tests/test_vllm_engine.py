@@ -129,6 +129,12 @@ def test_compile_cache_beside_the_model(tmp_path, monkeypatch):
     assert ve.compile_cache_dir('Qwen/Qwen2.5-VL-7B-Instruct') is None
     monkeypatch.setenv('VLLM_CACHE_ROOT', '/somewhere')
     assert ve.compile_cache_dir(str(model)) == '/somewhere'
+    for name in ('VLLM_CACHE_ROOT', 'TRITON_CACHE_DIR', 'TORCHINDUCTOR_CACHE_DIR'):
+        monkeypatch.delenv(name, raising=False)
+    ve.use_compile_cache(str(tmp_path / 'cache'))   # Triton's and Inductor's JIT caches travel with it
+    import os
+    assert (os.environ['VLLM_CACHE_ROOT'], os.environ['TRITON_CACHE_DIR'], os.environ['TORCHINDUCTOR_CACHE_DIR']) == \
+        (str(tmp_path / 'cache'), str(tmp_path / 'cache' / 'triton'), str(tmp_path / 'cache' / 'inductor'))
 
 
 # vLLM 0.26's own log lines (format strings from its source, filled in as an H200 start-up would)
