@@ -160,14 +160,14 @@ def open_vllm(args, timings: dict, rank: int | None):
         ve.use_compile_cache(cache)
     timings['compile_cache'] = cache or '~/.cache/vllm'
     log = ve.VllmLog(sibling(args.out, '.vllm.log' if rank is None else f'.vllm.{rank}.log'))
-    model_type, template_type = args.model_type, args.template
-    if not (model_type or template_type):
-        model_type, template_type = read_model_kind(args.model, args.adapters)
     config = ve.read_config(args.model)
     dtype = ve.engine_dtype(config, args.dtype)
     workers = args.encode_workers if args.encode_workers is not None else default_encode_workers('vllm')
-    setup = {'model': args.model, 'adapters': args.adapters, 'model_type': model_type, 'template_type': template_type,
-             'max_pixels': args.max_pixels, 'torch_dtype': dtype, 'max_model_len': args.max_model_len}
+    # the workers start first (they resolve model_type/template themselves, as below), so that their imports and
+    # template overlap this process's and the engine's start-up
+    setup = {'model': args.model, 'adapters': args.adapters, 'model_type': args.model_type,
+             'template_type': args.template, 'max_pixels': args.max_pixels, 'torch_dtype': dtype,
+             'max_model_len': args.max_model_len}
     prefetcher = Prefetcher(workers, 'vllm', setup) if workers else None
     try:
         if prefetcher:
@@ -175,6 +175,9 @@ def open_vllm(args, timings: dict, rank: int | None):
         t0 = time.monotonic()
         import swift.infer_engine.vllm_engine  # noqa: F401  (ms-swift + vLLM + torch: timed on their own)
         timings['import_s'] = round(time.monotonic() - t0, 2)
+        model_type, template_type = args.model_type, args.template
+        if not (model_type or template_type):
+            model_type, template_type = read_model_kind(args.model, args.adapters)
         kwargs = ve.vllm_engine_kwargs(
             config, max_model_len=args.max_model_len, max_num_seqs=args.batch_size,
             gpu_memory_utilization=args.gpu_memory_utilization, dtype=dtype, enforce_eager=args.enforce_eager,

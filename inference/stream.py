@@ -53,8 +53,13 @@ def make_prepare(kind: str, setup: dict) -> Callable[[dict], object]:
         from common.qwen_vision import use_image_budget
         from inference.vllm_engine import build_template, encode_for_vllm
         use_image_budget(setup.get('max_pixels'))   # before ms-swift reads it (a no-op when None)
-        template = setup.get('template') or build_template(setup['model'], setup['adapters'], setup['model_type'],
-                                                           setup['template_type'], setup.get('torch_dtype'))
+        template = setup.get('template')
+        if template is None:
+            from inference.backends import read_model_kind
+            kinds = (setup.get('model_type'), setup.get('template_type'))
+            if not any(kinds):
+                kinds = read_model_kind(setup['model'], setup['adapters'])
+            template = build_template(setup['model'], setup['adapters'], *kinds, setup.get('torch_dtype'))
         return lambda prompt: encode_for_vllm(template, prompt, setup.get('max_model_len'))
     raise ValueError(f'unknown encode kind {kind!r}')
 

@@ -218,8 +218,9 @@ def test_vllm_encoding_in_workers_equals_training_image_tokens(model_with_budget
     prompts, _, _ = load_inputs(str(data))
     budget = image_budget(str(model_with_budget))              # what predict uses: the model's training value
     assert budget == 28 * 28 * 64
-    setup = {'model': str(model_with_budget), 'adapters': [], 'model_type': 'qwen2_5_vl',
-             'template_type': 'qwen2_5_vl', 'max_pixels': budget, 'torch_dtype': 'bfloat16'}
+    # no model_type/template given: the worker reads them as inference.predict does (config.json here)
+    setup = {'model': str(model_with_budget), 'adapters': [], 'model_type': None, 'template_type': None,
+             'max_pixels': budget, 'torch_dtype': 'bfloat16'}
     pool = Prefetcher(1, 'vllm', setup)
     try:
         encoded = [f.result() for f in [pool.submit(p) for p in prompts]]

@@ -209,8 +209,10 @@ def main(argv=None):
         raise SystemExit(f'error: --stages: unknown {sorted(unknown)}; choose from {",".join(STAGES)}')
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    # MAX_PIXELS: the recipe's image budget (what a trained model's medico_env.json gives `make infer`); the bench
+    # images (<= 640x512) are not resized under it, so every path sees the same image tokens
     env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', HF_DATASETS_OFFLINE='1',
-               MODELSCOPE_OFFLINE='1', PYTHONUNBUFFERED='1')
+               MODELSCOPE_OFFLINE='1', PYTHONUNBUFFERED='1', MAX_PIXELS=os.environ.get('MAX_PIXELS', '640000'))
     t_start, rows, preds = time.monotonic(), [], {}
     result = {'model': a.model, 'data': a.data, 'items': a.n, 'max_new_tokens': a.max_new_tokens, 'stages': rows}
     for name in stages:
