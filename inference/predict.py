@@ -31,7 +31,7 @@ from common.errors import InputError, cli_main
 from common.io import read_jsonl, write_json
 from common.procs import die_with_parent, die_with_spawning_parent, mark_parent
 from common.qwen_vision import use_image_budget
-from common.run_env import image_budget
+from common.run_env import image_budget, read_run_env
 from inference import shards
 from inference.backends import choose_backend, prompt_of
 from inference.fast_attention import ATTENTION_CHOICES
@@ -82,6 +82,19 @@ def load_inputs(data: str, limit: int | None = None) -> tuple[list[dict], list[d
     if limit is not None:
         prompts, metas, references = prompts[:limit], metas[:limit], references[:limit]
     return prompts, metas, references
+
+
+def training_budget(model: str, adapters: list[str], explicit: int | None) -> int | None:
+    """MAX_PIXELS for this run: --max-pixels, else the training value saved with the model (merged: its folder) or
+    with a LoRA adapter's run (RUN/medico_env.json, above RUN/v<N>-<time>/checkpoint-<step>), else $MAX_PIXELS."""
+    if explicit:
+        return explicit
+    folders = [model] + [c for a in adapters for c in (Path(a), *list(Path(a).parents)[:2])]
+    for folder in folders:
+        value = read_run_env(folder).get('MAX_PIXELS')
+        if value:
+            return int(value)
+    return image_budget(None)
 
 
 def check_model_path(path: str, flag: str) -> None:
@@ -353,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     mark_parent()   # children started from here on die with this process (common.procs)
     args = parse_args(argv)
-    args.max_pixels = image_budget(args.model, args.max_pixels)   # the training value travels with the model
+    args.max_pixels = training_budget(args.model, args.adapters, args.max_pixels)   # travels with the model/run
     if args.worker_rank is not None:   # a worker process started by the parent below
         answer_lines(args, args.backend, shards.decode_lines(args.worker_lines),
                      shards.worker_partial(args.out, args.worker_rank), args.worker_rank)

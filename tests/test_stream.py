@@ -268,3 +268,19 @@ def test_prompt_longer_than_max_model_len_is_one_line_naming_the_knob(tiny_model
         stream([0, 1], prompts, prefetcher, adapter, lambda answers: None, lookahead=4, data=str(data))
     assert (e.value.file, e.value.row, e.value.field) == (str(data), 1, '--max-model-len')
     assert 'raise --max-model-len' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_image_budget_of_a_lora_run_reaches_inference(tmp_path, monkeypatch):
+    """--adapters RUN/v0-x/checkpoint-4 on a base model without medico_env.json: the run's MAX_PIXELS is used."""
+    from inference.predict import training_budget
+    monkeypatch.setenv('MAX_PIXELS', '999')
+    base, run = tmp_path / 'base', tmp_path / 'run'
+    checkpoint = run / 'v0-20261203' / 'checkpoint-4'
+    checkpoint.mkdir(parents=True)
+    base.mkdir()
+    assert training_budget(str(base), [str(checkpoint)], None) == 999            # nothing saved: $MAX_PIXELS
+    (run / 'medico_env.json').write_text(json.dumps({'MAX_PIXELS': '640000'}))
+    assert training_budget(str(base), [str(checkpoint)], None) == 640000         # the run's training value
+    (base / 'medico_env.json').write_text(json.dumps({'MAX_PIXELS': '50176'}))
+    assert training_budget(str(base), [], None) == 50176                          # a merged model's own
+    assert training_budget(str(base), [str(checkpoint)], 12544) == 12544          # --max-pixels wins
