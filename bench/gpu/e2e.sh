@@ -77,17 +77,19 @@ import json, sys
 rows, full = [[json.loads(l) for l in open(p)] for p in sys.argv[1:3]]
 assert [r['index'] for r in rows] == [r['index'] for r in full], 'rows lost, duplicated or out of order'
 same = sum(a['prediction'] == b['prediction'] for a, b in zip(rows, full))
-print(f'resumed run: {len(rows)} rows, each once, in order; {same}/{len(rows)} answers identical to the uninterrupted run')
+print(f'resumed run: {len(rows)} rows, each once, in order; '
+      f'{same}/{len(rows)} answers identical to the uninterrupted run')
 EOF
 }
 
-expect_one_line_error() {  # name, extra predict args...: must exit 2 with one `error:` line naming --max-model-len etc.
+expect_one_line_error() {  # name, extra predict args...: must exit 2, its last line `error: ...` naming the knob
   local name=$1; shift
   local out=$PREDS/$name.jsonl err=$E2E/logs/$name.stderr
   rm -f "$out" "$out".partial*
   infer_direct "$out" "$@" 2> "$err"; local rc=$?
   tail -3 "$err"
-  [ $rc = 2 ] && tail -1 "$err" | grep -q '^error: ' || { echo "expected exit 2 and a last line 'error: ...' (rc=$rc)"; return 1; }
+  [ $rc = 2 ] && tail -1 "$err" | grep -q '^error: ' && return 0
+  echo "expected exit 2 and a last line 'error: ...' (rc=$rc)"; return 1
 }
 
 check_logprobs() {
@@ -109,13 +111,15 @@ lora_direct() {  # the LoRA checkpoint of `make sft`, served by vLLM on the base
   $PY - "$PREDS/lora.jsonl" "$TASK1" <<'EOF'
 import json, sys
 lora, merged = [[json.loads(l)['prediction'] for l in open(p)] for p in sys.argv[1:3]]
-print(f'adapter served by vLLM vs merged model: {sum(a == b for a, b in zip(lora, merged))}/{len(lora)} answers identical')
+same = sum(a == b for a, b in zip(lora, merged))
+print(f'adapter served by vLLM vs merged model: {same}/{len(lora)} answers identical')
 EOF
 }
 
 run_stage() {
   case $1 in
-    model)   stage model bash -c "[ -f $E2E/model/config.json ] || $PY -m bench.gpu.build_model $E2E/model --device cuda" ;;
+    model)   stage model bash -c \
+               "[ -f $E2E/model/config.json ] || $PY -m bench.gpu.build_model $E2E/model --device cuda" ;;
     data)    stage data $M synthetic OUT=$E2E/synthetic IMAGES_N=$IMAGES_N ;;
     prepare) stage prepare $M prepare DATASET=$E2E/synthetic DATA=$DATA AUG_K=1 ;;
     sft)     stage sft $M sft $COMMON MODEL=$E2E/model SFT_ARGS="--max_steps $SFT_STEPS --save_steps $SFT_STEPS \
@@ -127,14 +131,16 @@ run_stage() {
     submit1) stage submit1 $M submit-task1 $COMMON HUB_REPO=e2e/medico2026-task1 TEAM=submission/team.demo.json \
                SUBMIT_DATASET=$E2E/synthetic DRY_RUN=1 ;;
     submit2) stage submit2 $M submit-task2 $COMMON HUB_REPO=e2e/medico2026-task2 TEAM=submission/team.demo.json \
-               SUBMIT_DATASET=$E2E/synthetic DRY_RUN=1 TASK1_PRED=$E2E/none CALIBRATION=$DATA/swift/val-original.jsonl \
-               TASK2_ARGS="--limit $TASK2_LIMIT --calibration-limit 16 --grid 4 --probe-tokens 16 --grounding-tokens 32" ;;
+               SUBMIT_DATASET=$E2E/synthetic DRY_RUN=1 TASK1_PRED=$E2E/none \
+               CALIBRATION=$DATA/swift/val-original.jsonl TASK2_ARGS="--limit $TASK2_LIMIT --calibration-limit 16 \
+               --grid 4 --probe-tokens 16 --grounding-tokens 32" ;;
     infer_logprobs) stage infer_logprobs check_logprobs ;;
     infer_lora)     stage infer_lora lora_direct ;;
     kill_parent)    stage kill_parent kill_mid_run parent ;;
     kill_group)     SETSID=1 stage kill_group kill_mid_run group ;;
     too_long)       stage too_long expect_one_line_error too_long --max-model-len 256 --max-pixels 200704 ;;
-    kv_too_big)     stage kv_too_big expect_one_line_error kv_too_big --max-model-len 32768 --gpu-memory-utilization 0.13 ;;
+    kv_too_big)     stage kv_too_big expect_one_line_error kv_too_big --max-model-len 32768 \
+                      --gpu-memory-utilization 0.13 ;;
     *) say "unknown stage $1"; return 2 ;;
   esac
 }
