@@ -11,7 +11,7 @@
 #   than --max-model-len), kv_too_big (a KV cache that does not fit): the last two must fail with one line (exit 2).
 # State on disk: $E2E/state/<stage>.done (a rerun skips finished stages; FORCE=1 reruns them). Stage times:
 # $RESULTS/stage_times.tsv; timing JSONs, scores and logs are copied to $RESULTS (keep it small: the model is 16 GB).
-# Variables: E2E (/tmp/e2e), RESULTS ($E2E/results), MAKE_SETUP (SETUP=none: the already-installed stack; before that
+# Variables: E2E (/tmp/e2e), RESULTS ($E2E/results), TARBALL (also pack RESULTS into this .tgz), MAKE_SETUP (SETUP=none: the already-installed stack; before that
 # switch exists use MAKE_SETUP="-o .venv/.medico-setup"), PY (python3), IMAGES_N (synthetic images, 160),
 # SFT_STEPS (4), SFT_BATCH (16), TASK2_LIMIT (4), MAX_NEW_TOKENS (64).
 set -uo pipefail
@@ -154,4 +154,5 @@ cp "$PREDS"/*.timing.json "$E2E"/reports/task1/*.json "$RESULTS"/ 2>/dev/null
 mkdir -p "$RESULTS/logs" && cp "$E2E"/logs/* "$RESULTS/logs/" 2>/dev/null
 say "stage times (s, rc) in $RESULTS/stage_times.tsv:"
 column -t "$RESULTS/stage_times.tsv" 2>/dev/null || cat "$RESULTS/stage_times.tsv"
+[ -z "${TARBALL:-}" ] || tar -czf "$TARBALL" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"  # one file to fetch
 exit $failed
