@@ -11,12 +11,15 @@
 #   than --max-model-len), kv_too_big (a KV cache that does not fit): the last two must fail with one line (exit 2).
 # State on disk: $E2E/state/<stage>.done (a rerun skips finished stages; FORCE=1 reruns them). Stage times:
 # $RESULTS/stage_times.tsv; timing JSONs, scores and logs are copied to $RESULTS (keep it small: the model is 16 GB).
-# Variables: E2E (/tmp/e2e), RESULTS ($E2E/results), TARBALL (also pack RESULTS into this .tgz), MAKE_SETUP (SETUP=none: the already-installed stack; before that
-# switch exists use MAKE_SETUP="-o .venv/.medico-setup"), PY (python3), IMAGES_N (synthetic images, 160),
-# SFT_STEPS (4), SFT_BATCH (16), TASK2_LIMIT (4), MAX_NEW_TOKENS (64).
+# Variables: E2E (/tmp/e2e), BASE (the 7B-shape base model, $E2E/model; an existing one is reused), RESULTS
+# ($E2E/results), TARBALL (also pack RESULTS into this .tgz), MAKE_SETUP (SETUP=none: the already-installed stack;
+# before that switch exists use MAKE_SETUP="-o .venv/.medico-setup"), PY (python3), IMAGES_N (synthetic images, 160),
+# SFT_STEPS (4), SFT_BATCH (16), TASK2_LIMIT (4), MAX_NEW_TOKENS (64). Stages can run in groups, one invocation each
+# (e.g. `model data prepare sft export`, then `infer score submit1`, then `submit2`): the state carries over.
 set -uo pipefail
 E2E=${E2E:-/tmp/e2e}; RESULTS=${RESULTS:-$E2E/results}; PY=${PY:-python3}
 MAKE_SETUP=${MAKE_SETUP:-SETUP=none}
+BASE=${BASE:-$E2E/model}   # the 7B-shape base model; an existing one (e.g. the benchmarks') is reused, not rebuilt
 IMAGES_N=${IMAGES_N:-160}; SFT_STEPS=${SFT_STEPS:-4}; SFT_BATCH=${SFT_BATCH:-16}; TASK2_LIMIT=${TASK2_LIMIT:-4}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -106,7 +109,7 @@ EOF
 lora_direct() {  # the LoRA checkpoint of `make sft`, served by vLLM on the base model (no merge)
   local ckpt; ckpt=$(ls -d "$RUN"/v*/checkpoint-* 2>/dev/null | sort -V | tail -1)
   [ -n "$ckpt" ] || { echo "no checkpoint under $RUN"; return 1; }
-  $M infer $COMMON MODEL=$E2E/model SPLIT=task1_public-original BACKEND=vllm PRED=$PREDS/lora.jsonl \
+  $M infer $COMMON MODEL=$BASE SPLIT=task1_public-original BACKEND=vllm PRED=$PREDS/lora.jsonl \
     INFER_ARGS="--adapters $ckpt" || return 1
   $PY - "$PREDS/lora.jsonl" "$TASK1" <<'EOF'
 import json, sys
@@ -119,10 +122,10 @@ EOF
 run_stage() {
   case $1 in
     model)   stage model bash -c \
-               "[ -f $E2E/model/config.json ] || $PY -m bench.gpu.build_model $E2E/model --device cuda" ;;
+               "[ -f $BASE/config.json ] || $PY -m bench.gpu.build_model $BASE --device cuda" ;;
     data)    stage data $M synthetic OUT=$E2E/synthetic IMAGES_N=$IMAGES_N ;;
     prepare) stage prepare $M prepare DATASET=$E2E/synthetic DATA=$DATA AUG_K=1 ;;
-    sft)     stage sft $M sft $COMMON MODEL=$E2E/model SFT_ARGS="--max_steps $SFT_STEPS --save_steps $SFT_STEPS \
+    sft)     stage sft $M sft $COMMON MODEL=$BASE SFT_ARGS="--max_steps $SFT_STEPS --save_steps $SFT_STEPS \
                --eval_steps $SFT_STEPS --logging_steps 1 --per_device_train_batch_size $SFT_BATCH \
                --global_batch $SFT_BATCH --report_to none" ;;
     export)  stage export $M export $COMMON ;;
