@@ -1,8 +1,8 @@
 """Inference throughput with the transformers backend: items/s and generated tokens/s.
 
 Usage: python -m bench.gpu.infer_bench MODEL DATA_DIR --mode MODE [--n 1500] [--batch 64] [--max-new-tokens 32]
-                                      [--packed-vit] [--profile FILE] [--out result.json]
-Questions and images: the first N lines of DATA_DIR/swift/train-original.jsonl (the assistant turn is dropped).
+                                      [--packed-vit] [--profile FILE] [--out result.json] [--split train-original]
+Questions and images: the first N lines of DATA_DIR/swift/<split>.jsonl (the assistant turn is dropped).
 Modes:
   engine  ms-swift's TransformersEngine(max_batch_size=--batch).infer(all requests) — the medvqa Task-1 template's
           loop (its default: --batch 16) and what inference/backends.py uses today;
@@ -30,9 +30,9 @@ def sync():
         torch.cuda.synchronize()
 
 
-def load_rows(data: str, n: int) -> list[dict]:
+def load_rows(data: str, n: int, split: str = 'train-original') -> list[dict]:
     rows = []
-    with open(os.path.join(data, 'swift', 'train-original.jsonl'), encoding='utf-8') as f:
+    with open(os.path.join(data, 'swift', f'{split}.jsonl'), encoding='utf-8') as f:
         for line in f:
             row = json.loads(line)
             rows.append({'question': row['messages'][0]['content'].replace('<image>', ''), 'image': row['images'][0]})
@@ -175,9 +175,10 @@ def main(argv=None):
     ap.add_argument('--packed-vit', action='store_true')
     ap.add_argument('--profile', help='write a torch.profiler table of two extra batches to this file')
     ap.add_argument('--name', default=None)
+    ap.add_argument('--split', default='train-original', help='prepared split to read (bench.gpu.make_data)')
     ap.add_argument('--out')
     a = ap.parse_args(argv)
-    rows = load_rows(a.data, a.n)
+    rows = load_rows(a.data, a.n, a.split)
     res = {'engine': run_engine, 'ours': run_ours, 'hf': run_hf}[a.mode](a, rows)
     res.update(name=a.name or a.mode, mode=a.mode, items=len(rows), batch=a.batch, max_new_tokens=a.max_new_tokens,
                packed_vit=a.packed_vit, items_per_s=len(rows) / res['seconds'],

@@ -20,6 +20,8 @@
 #   F<bs>       inference: the `make infer` path (inference.backends, batch <bs>, fast attention), profiled
 #   E<bs>       inference: TransformersEngine batch <bs>, no packed ViT (what `make infer` uses), profiled
 #   H<bs>       inference: plain transformers generate, batch <bs>, left padding, packed ViT
+#   VB          inference with vLLM (needs it importable): `make infer`'s vLLM path vs plain LLM.generate vs the
+#               transformers path (bench/gpu/vllm_bench.py; VB_STAGES overrides its stage list), NINFER items
 # On 80 GB cards the <bs> > 8 stages run at batch 8. bench/gpu/lanes.sh runs two stage lists on two GPUs at once.
 # Writes $OUT/summary.json, $OUT/logs.tgz; the console shows the table last.
 set -uo pipefail
@@ -129,6 +131,9 @@ for stage in "$@"; do
     F*) infer "$stage" 90 --mode ours --batch ${stage#F} --attention fast --profile "$L/profile_$stage.txt" ;;
     E*) infer "$stage" 120 --mode engine --batch ${stage#E} --profile "$L/profile_$stage.txt" ;;  # make infer today
     H*) infer "$stage" 90 --mode hf --batch ${stage#H} --packed-vit --profile "$L/profile_$stage.txt" ;;
+    VB) ts "vllm bench"; timeout $(left) python3 -m bench.gpu.vllm_bench "$MODEL" "$DATA" --n $NINFER \
+          --budget $(( $(left) - 20 )) ${VB_STAGES:+--stages $VB_STAGES} --work "$W/vllm_bench" \
+          --out "$L/vllm_bench.json" > "$L/vllm_bench.log" 2>&1; ts "vllm bench rc=$?"; tail -16 "$L/vllm_bench.log" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
