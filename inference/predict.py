@@ -6,7 +6,8 @@
         [--attention auto|fast|stock]
 
 PRED.jsonl: per input line, in order, the sidecar (.meta.jsonl) fields + `prediction` + `reference` (the input's
-assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token). Rows are saved as they
+assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token) + `first_top_logprobs` (the
+first token's top-20 alternatives, token text -> log-prob: what the Subtask 2 confidence reads). Rows are saved as they
 finish in PRED.jsonl.partial*; rerunning the same command skips them. With N visible GPUs, N // tensor-parallel
 worker processes (each with its own CUDA_VISIBLE_DEVICES) answer disjoint contiguous shards; the merge checks that
 every input line has exactly one row. `--workers K` forces K processes (also on CPU).
@@ -171,7 +172,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument('--max-new-tokens', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=None,
                    help='requests per step (transformers: 16 on CPU, 128 on a GPU; vLLM: 512 handed over at once)')
-    p.add_argument('--logprobs', action='store_true', help='also write tokens and token_logprobs')
+    p.add_argument('--logprobs', action='store_true', help='also write tokens, token_logprobs and first_top_logprobs')
     p.add_argument('--attention', choices=ATTENTION_CHOICES, default='auto',
                    help='transformers backend: fast = packed ViT + folded-GQA decode attention (same math, other '
                         'kernels), stock = as loaded; auto = fast on a GPU')
