@@ -115,14 +115,14 @@ def peak_region(heat: np.ndarray) -> str:
 
 def rank_agreement(cells: np.ndarray, reference: np.ndarray, raster: int = 24) -> dict:
     """How well a cheaper map (coarser grid, fewer image tokens) agrees with a reference map (grid 6): Spearman rank
-    correlation of both maps upsampled to one raster x raster grid (None when either map is flat), and whether the
-    hottest raster cell of each map falls in the same reference-grid cell."""
+    correlation of both maps upsampled to one raster x raster grid (None when either map is flat), and whether both
+    maps' hottest points fall in the same cell of the coarser of the two grids."""
     from scipy.stats import spearmanr
     a, b = upsample(np.asarray(cells), raster, raster), upsample(np.asarray(reference), raster, raster)
     rho = None
     if np.ptp(a) > 0 and np.ptp(b) > 0:
         rho = float(spearmanr(a.ravel(), b.ravel()).statistic)
-    g = np.asarray(reference).shape[0]
+    g = min(np.asarray(cells).shape[0], np.asarray(reference).shape[0])
     peak = [divmod(int(np.argmax(m)), raster) for m in (a, b)]
     same = [(r * g // raster, c * g // raster) for r, c in peak]
     return {'spearman': rho, 'same_peak_cell': bool(same[0] == same[1]) if rho is not None else None}

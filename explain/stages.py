@@ -190,6 +190,17 @@ def run_probes(engines: Engines, s: Settings, rows, lines, out: StageFile, keys,
             bar.update(len(chunk))
 
 
+def grounding_record(row: dict, output: str | None, resized: tuple[int, int] | None) -> dict:
+    """One row's grounding result: the model's output parsed, mapped from the resized input back to the original size
+    and clipped (no output: the answer denies the finding, so nothing was asked)."""
+    rec = {'val_id': row['val_id'], 'target': pipeline.grounding_target(row['question']), 'output': output,
+           'resized': None, 'boxes': [], 'box_stats': grounding.BoxStats().as_dict()}
+    if output is not None:
+        boxes, stats = grounding.boxes_from_output(output, resized, (row['width'], row['height']))
+        rec.update(resized=list(resized), boxes=boxes, box_stats=stats.as_dict())
+    return rec
+
+
 def run_grounding(engines: Engines, s: Settings, rows, lines, out: StageFile, keys, rank):
     backend = engines.generator()
     backend.max_new_tokens = s.grounding_tokens
@@ -203,14 +214,8 @@ def run_grounding(engines: Engines, s: Settings, rows, lines, out: StageFile, ke
             done = []
             for line in chunk:
                 r = rows[line]
-                rec = {LINE: line, KEY: keys[line], 'val_id': r['val_id'],
-                       'target': pipeline.grounding_target(r['question']), 'output': text.get(line),
-                       'resized': None, 'boxes': [], 'box_stats': grounding.BoxStats().as_dict()}
-                if line in text:
-                    resized = engines.resized_size(r['image'], (r['width'], r['height']))
-                    boxes, stats = grounding.boxes_from_output(text[line], resized, (r['width'], r['height']))
-                    rec.update(resized=list(resized), boxes=boxes, box_stats=stats.as_dict())
-                done.append(rec)
+                resized = engines.resized_size(r['image'], (r['width'], r['height'])) if line in text else None
+                done.append({LINE: line, KEY: keys[line], **grounding_record(r, text.get(line), resized)})
             out.append(rank, done)
             bar.update(len(chunk))
 
@@ -274,6 +279,8 @@ def run_model_stages_here(s: Settings, work: Path, stages: list[str], lines: lis
             start = time.perf_counter()
             RUNNERS[stage](engines, s, rows, todo, out, keys, rank)
             record_time(work, stage, time.perf_counter() - start, len(todo), rank)
+        if rank is None:   # the only process: the stage is complete, merge it now (workers leave that to the parent)
+            out.merge(out.finished(keys), len(rows))
 
 
 # ---------------------------------------------------------------- orchestration

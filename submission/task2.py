@@ -31,7 +31,7 @@ from PIL import Image
 from common.errors import InputError, cli_main
 from common.io import atomic_open, atomic_path, read_jsonl, write_json, write_jsonl
 from common.run_env import image_budget
-from explain.confidence import CALIBRATION_ROWS
+from explain.confidence import CALIBRATION_ROWS, calibration_inputs
 from inference.backends import choose_backend
 from inference.predict import visible_gpus
 from submission.team import DEFAULT_TEAM_FILE, load_team
@@ -104,7 +104,14 @@ def make_task1_predictions(args, rows: list[dict], work: Path) -> Path:
     """No Task 1 file given: answer the val rows now through inference.predict (the `make infer` path: same engine,
     decoding and log-probs as Task 1) into WORK/task1_predictions.jsonl."""
     from data_prep.to_swift import meta_line, swift_line
-    data, out = work / 'task2_val.jsonl', work / 'task1_predictions.jsonl'
+    from explain.work import key_of
+    data, out, stamp = work / 'task2_val.jsonl', work / 'task1_predictions.jsonl', work / 'task1_predictions.key'
+    key = key_of(str(Path(args.model).resolve()), args.max_pixels, args.system, args.backend, args.answer_tokens,
+                 [(r['val_id'], r['img_id'], r['question'], r['image']) for r in rows])
+    if out.is_file() and stamp.is_file() and stamp.read_text() == key:
+        print(f'no --task1-predictions given: using the answers made earlier by inference.predict in {out}',
+              file=sys.stderr)
+        return out
     lines = [swift_line({'question': r['question'], 'answer': r.get('reference') or ''}, r['image'], system=args.system)
              for r in rows]
     metas = [meta_line({**r, 'answer': r.get('reference')}, r['image'], 'task2_val', 'original') for r in rows]
@@ -118,6 +125,8 @@ def make_task1_predictions(args, rows: list[dict], work: Path) -> Path:
     cmd += ['--gpus', str(args.gpus)] if args.gpus is not None else []
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit('error: inference.predict failed (see above); rerun to resume')
+    with atomic_open(stamp, 'w', encoding='utf-8') as f:
+        f.write(key)
     return out
 
 
@@ -267,8 +276,8 @@ def build(args) -> tuple[Path, dict]:
     if args.task1_predictions and not Path(args.task1_predictions).is_file():
         raise InputError('file not found (make it with `make infer SPLIT=task2_val-original INFER_ARGS=--logprobs`, '
                          'or leave it out to answer now)', file=args.task1_predictions, field='--task1-predictions')
-    if args.calibration_data and not Path(args.calibration_data).is_file():
-        raise InputError('file not found', file=args.calibration_data, field='--calibration-data')
+    if args.calibration_data:
+        calibration_inputs(args.calibration_data)   # a wrong file fails now, not after the model stages
     root = Path(args.build_root)
     work = root / f'.work-{name}'
     work.mkdir(parents=True, exist_ok=True)
