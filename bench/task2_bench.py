@@ -2,6 +2,7 @@
 same rows, predictions and settings, in the same run.
 
     python -m bench.task2_bench [--work build/bench-task2] [--before 88f43d9] [--images 32] [--out bench/results/task2.md]
+    python -m bench.task2_bench --extract-before      # build/before-88f43d9 for the GPU benchmark (bench/gpu/run.sh T2)
 
 The CPU demo's data and settings: the tiny Qwen2.5-VL (training.tiny_model), a synthetic copy with --images images
 (data_prep.synthetic, 32 as in `make demo`), prepared with one variant; Task 1 and calibration predictions made once
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,16 +46,31 @@ def extract_tree(ref: str, dest: Path) -> Path:
     return dest
 
 
-def py(module: str, *args, cwd: Path = REPO, env: dict | None = None, quiet: bool = True) -> float:
-    """Run `python -m module args` from `cwd` (imports resolve there); returns the wall time, fails loudly."""
-    env = {**os.environ, **OFFLINE, 'PYTHONPATH': str(cwd), **(env or {})}
+def py(module: str, *args, cwd: Path = REPO, env: dict | None = None, quiet: bool = True,
+       timeout: float | None = None, check: bool = True) -> tuple[float, bool]:
+    """Run `python -m module args` from `cwd` (its modules first on the path) in a process group of its own;
+    returns (wall seconds, finished). Past `timeout` the group gets SIGTERM (stages record their time and stop their
+    workers; a rerun resumes), then SIGKILL a minute later."""
+    path = os.pathsep.join([str(cwd)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+    env = {**os.environ, **OFFLINE, 'PYTHONPATH': path, **(env or {})}
+    pipe = subprocess.PIPE if quiet else None
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=cwd, env=env, text=True,
-                          capture_output=quiet)
+    proc = subprocess.Popen([sys.executable, '-m', module, *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=pipe, stderr=pipe, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        return time.perf_counter() - start, False
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f'{module} failed in {cwd}:\n{(proc.stderr or "")[-4000:]}')
-    return seconds
+    if check and proc.returncode != 0:
+        raise SystemExit(f'{module} failed in {cwd}:\n{(err or "")[-4000:]}')
+    return seconds, proc.returncode == 0
 
 
 def stage_times(work: Path) -> dict[str, float]:
@@ -123,7 +140,12 @@ def main(argv=None) -> None:
     ap.add_argument('--before', default=BEFORE, help='git ref of the per-row path')
     ap.add_argument('--images', type=int, default=32, help='synthetic images (make demo: 32)')
     ap.add_argument('--out', type=Path, default=REPO / 'bench' / 'results' / 'task2.md')
+    ap.add_argument('--extract-before', action='store_true',
+                    help=f'only write the --before tree to build/before-<ref> (what the GPU benchmark runs) and stop')
     a = ap.parse_args(argv)
+    if a.extract_before:
+        print(extract_tree(a.before, REPO / 'build' / f'before-{a.before}'))
+        return
     work = a.work.resolve()
     d = demo_data(work, a.images)
     old = extract_tree(a.before, work / f'before-{a.before}')
@@ -133,7 +155,7 @@ def main(argv=None) -> None:
     for side, cwd in (('before', old), ('after', REPO)):
         root = work / f'build-{side}'
         shutil.rmtree(root, ignore_errors=True)   # a fresh build: no cached rows or stages
-        results[side] = py('submission.task2', *build_args(d, root, 'demo'), cwd=cwd, env=env)
+        results[side] = py('submission.task2', *build_args(d, root, 'demo'), cwd=cwd, env=env)[0]
     stages = stage_times(work / 'build-after' / '.work-demo')
     rows = sum(1 for _ in open(d['task1']))
     cal_rows = sum(1 for _ in open(d['calibration']))

@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -69,6 +71,7 @@ class Settings:
     calibration_rows: int = confidence.CALIBRATION_ROWS
     calibration_method: str = 'temperature'
     visual_workers: int | None = None      # processes drawing heatmaps (default: the CPU count, at most 16)
+    encode_workers: int | None = None      # DataLoader processes encoding scoring passes per model worker
 
     def save(self, work: Path) -> None:
         write_json(work / 'settings.json', asdict(self))
@@ -155,9 +158,9 @@ class Engines:
                 self._scorer = VllmScorer(engine, s.system, batch_size=s.score_batch or 512)
             else:
                 engine = (self.generator() if same else self._load('transformers', None)).engine
-                workers = min(8, max(0, (os.cpu_count() or 1) // max(1, torch.cuda.device_count()) - 1)) if gpu else 0
                 self._scorer = TransformersScorer(engine, s.system, s.score_batch or (SCORE_BATCH_GPU if gpu
-                                                                                     else SCORE_BATCH), workers)
+                                                                                     else SCORE_BATCH),
+                                                  s.encode_workers or 0)
         return self._scorer
 
     def resized_size(self, path: str, size: tuple[int, int]) -> tuple[int, int]:
@@ -277,8 +280,10 @@ def run_model_stages_here(s: Settings, work: Path, stages: list[str], lines: lis
         todo = [line for line in lines if line not in done]
         if todo:
             start = time.perf_counter()
-            RUNNERS[stage](engines, s, rows, todo, out, keys, rank)
-            record_time(work, stage, time.perf_counter() - start, len(todo), rank)
+            try:
+                RUNNERS[stage](engines, s, rows, todo, out, keys, rank)
+            finally:   # an interrupted stage records its time too (benchmarks sum runs)
+                record_time(work, stage, time.perf_counter() - start, len(todo), rank)
         if rank is None:   # the only process: the stage is complete, merge it now (workers leave that to the parent)
             out.merge(out.finished(keys), len(rows))
 
@@ -328,8 +333,10 @@ def run_model_stages(s: Settings, work: Path, seen: list[str], gpus: list[str], 
             if not gpus and len(shard_lines) == 1:     # CPU, one process: no need to spawn (and the engine is kept)
                 run_model_stages_here(s, work, group, shard_lines[0], None, engines)
             else:
-                spawn_workers(work, group, workers, shard_lines)
-                record_time(work, '+'.join(group), time.perf_counter() - start, len(todo_lines))
+                try:
+                    spawn_workers(work, group, workers, shard_lines)
+                finally:
+                    record_time(work, '+'.join(group), time.perf_counter() - start, len(todo_lines))
         for stage in group:
             out = StageFile(work, stage)
             out.merge(out.finished(stage_keys(stage, s, rows)), len(rows))
@@ -343,7 +350,14 @@ def spawn_workers(work: Path, stages: list[str], groups: list[list[str]], shard_
         cmd = [sys.executable, '-m', 'explain.stages', '--work', str(work), '--stages', ','.join(stages),
                '--worker-rank', str(rank), '--worker-lines', shards.encode_lines(lines)]
         procs.append(subprocess.Popen(cmd, env=env))
-    failed = [rank for rank, p in enumerate(procs) if p.wait() != 0]
+    try:
+        failed = [rank for rank, p in enumerate(procs) if p.wait() != 0]
+    finally:   # interrupted: stop the workers too (their finished rows are on disk)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            p.wait()
     if failed:
         raise SystemExit(f'error: {"/".join(stages)} worker(s) {failed} failed; rerun the same command to resume '
                          f'(finished rows are kept in {work})')
@@ -454,7 +468,13 @@ def run_visuals(s: Settings, work: Path) -> list[dict]:
 def run(work: str | os.PathLike, s: Settings, engines: Engines | None = None) -> dict:
     """All stages over WORK/rows.jsonl; returns {'confidence', 'calibration', 'visuals'} (the CPU stages' outputs)."""
     work = Path(work)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a job's time limit, `timeout`) as an exception: workers are stopped and stage times recorded
+        signal.signal(signal.SIGTERM, _terminated)
     s, seen, gpus = resolve(s)
+    if s.encode_workers is None and gpus:   # the CPU cores shared by the GPU workers (prompts are encoded on CPU)
+        from inference.predict import plan_groups
+        s.encode_workers = min(8, max(0, (os.cpu_count() or 1) // len(plan_groups(gpus, 1, s.workers)) - 1))
     use_image_budget(s.max_pixels)  # read by ms-swift's Qwen-VL resizing, here and in every worker
     s.save(work)
     run_model_stages(s, work, seen, gpus, engines)
@@ -501,6 +521,10 @@ def assemble(work: str | os.PathLike, calibration: dict | None) -> tuple[list[di
     return lines, audit, summary
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 # ---------------------------------------------------------------- worker entry point
 @cli_main
 def main(argv=None) -> int:
@@ -511,6 +535,7 @@ def main(argv=None) -> int:
     p.add_argument('--worker-lines', required=True)
     args = p.parse_args(argv)
     work = Path(args.work)
+    signal.signal(signal.SIGTERM, _terminated)
     s = Settings.load(work)
     use_image_budget(s.max_pixels)
     stages = args.stages.split(',')

@@ -20,6 +20,11 @@
 #   F<bs>       inference: the `make infer` path (inference.backends, batch <bs>, fast attention), profiled
 #   E<bs>       inference: TransformersEngine batch <bs>, no packed ViT (what `make infer` uses), profiled
 #   H<bs>       inference: plain transformers generate, batch <bs>, left padding, packed ViT
+#   T2          Subtask 2: the per-row path of 88f43d9 on a few rows (BEFORE_TREE, default build/before-88f43d9:
+#               `python -m bench.task2_bench --extract-before` makes it; carry it) vs the stage-by-stage
+#               `submission.task2` on T2_ROWS (1500) rows + 2000 calibration rows; resumable: run T2 again in the
+#               next call until its log says complete (T2_ARGS: more bench.gpu.task2_bench staged flags)
+#   T2A         occlusion agreement: grid 4 / grid 3 / fewer image tokens vs grid 6 (FRAMES=real frames folder)
 # On 80 GB cards the <bs> > 8 stages run at batch 8. bench/gpu/lanes.sh runs two stage lists on two GPUs at once.
 # Writes $OUT/summary.json, $OUT/logs.tgz; the console shows the table last.
 set -uo pipefail
@@ -129,6 +134,14 @@ for stage in "$@"; do
     F*) infer "$stage" 90 --mode ours --batch ${stage#F} --attention fast --profile "$L/profile_$stage.txt" ;;
     E*) infer "$stage" 120 --mode engine --batch ${stage#E} --profile "$L/profile_$stage.txt" ;;  # make infer today
     H*) infer "$stage" 90 --mode hf --batch ${stage#H} --packed-vit --profile "$L/profile_$stage.txt" ;;
+    T2) ts "task2 staged"; timeout $(left) python3 -m bench.gpu.task2_bench staged "$MODEL" "$DATA" \
+          --rows ${T2_ROWS:-1500} --budget $(( $(left) - 30 )) --before-tree "${BEFORE_TREE:-build/before-88f43d9}" \
+          --out "$L/task2.json" ${T2_ARGS:-} > "$L/task2.log" 2>&1
+        ts "task2 rc=$?"; grep -E "\[bench\]|Error|error:" "$L/task2.log" | cut -c1-1500 | tail -4; cp "$L/task2.json" "$OUT/" ;;
+    T2A) ts "task2 agreement"; timeout $(left) python3 -m bench.gpu.task2_bench agreement "$MODEL" --synthetic "$DATA" \
+          ${FRAMES:+--frames "$FRAMES"} --out "$L/task2_agreement.json" ${T2A_ARGS:-} > "$L/task2_agreement.log" 2>&1
+        ts "agreement rc=$?"; grep -E "\[bench\]|Error|error:" "$L/task2_agreement.log" | cut -c1-1500 | tail -4
+        cp "$L/task2_agreement.json" "$OUT/" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
