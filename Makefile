@@ -42,8 +42,8 @@ SUBMIT  ?=#                             SUBMIT=1: also call `medvqa validate_and
 DRY_RUN ?=#                             DRY_RUN=1: build + check offline, never upload
 SUBMIT_DATASET ?=#                      local copy for the offline dry run of the generated script
 SUBMISSION_BUILD ?= submission/build#   where the hub-ready folders are built (task1/<NAME>, task2/<NAME>)
-TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# Task 1 answers of the task2_val split (not given + missing: made by make infer)
-CALIBRATION ?= preds/$(notdir $(RUN))/val-original.jsonl# labelled held-out predictions with log-probs (not given + missing: made by make infer; CALIBRATION= : none)
+TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# the Task 1 answers of task2_val (default + missing: make infer)
+CALIBRATION ?= preds/$(notdir $(RUN))/val-original.jsonl# labelled predictions with log-probs (default + missing: make infer)
 CALIBRATION_ROWS ?= 2000#               stratified sample of CALIBRATION used to calibrate (0 = every row)
 TASK2_ARGS ?=#                          e.g. --grid 4 --occlusion-max-pixels 200704 --calibration-method isotonic
 # ---- demo (offline, CPU) ------------------------------------------------------------------------------------------

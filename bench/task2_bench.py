@@ -1,7 +1,8 @@
 """Benchmark: the Subtask 2 build before (row by row, commit 88f43d9) vs after (stage by stage over all rows), on the
 same rows, predictions and settings, in the same run.
 
-    python -m bench.task2_bench [--work build/bench-task2] [--before 88f43d9] [--images 32] [--out bench/results/task2.md]
+    python -m bench.task2_bench [--work build/bench-task2] [--before 88f43d9] [--images 32]
+        [--out bench/results/task2.md]
     python -m bench.task2_bench --extract-before      # build/before-88f43d9 for the GPU benchmark (bench/gpu/run.sh T2)
 
 The CPU demo's data and settings: the tiny Qwen2.5-VL (training.tiny_model), a synthetic copy with --images images

@@ -326,8 +326,9 @@ def run_model_stages(s: Settings, work: Path, seen: list[str], gpus: list[str], 
         todo_lines = sorted(todo)
         workers = plan_groups(gpus, 1, s.workers)
         if todo_lines:
-            print(f'{"/".join(group)}: {len(rows) - len(todo_lines)} of {len(rows)} rows done, {len(todo_lines)} to do, '
-                  f'engine {engine_kind(group[0], s)}, {len(workers)} worker(s)', file=sys.stderr)
+            print(f'{"/".join(group)}: {len(rows) - len(todo_lines)} of {len(rows)} rows done, '
+                  f'{len(todo_lines)} to do, engine {engine_kind(group[0], s)}, {len(workers)} worker(s)',
+                  file=sys.stderr)
             start = time.perf_counter()
             shard_lines = shards.split_contiguous(todo_lines, len(workers))
             if not gpus and len(shard_lines) == 1:     # CPU, one process: no need to spawn (and the engine is kept)

@@ -77,7 +77,8 @@ def make_dataset(data: Path, out: Path, n: int) -> Path:
             {'img_id': img_id, 'complexity': 1, 'question': src['question'], 'answer': src['answer'],
              'original': '[]', 'question_class': ['polyp_count'], 'image': f'images/{img_id}.jpg'})
     for split, rows in table.items():
-        pq.write_table(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA), out / 'data' / f'{split}-00000-of-00001.parquet')
+        pq.write_table(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA),
+                       out / 'data' / f'{split}-00000-of-00001.parquet')
     return out
 
 
