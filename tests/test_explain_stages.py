@@ -100,6 +100,16 @@ for i, case in enumerate(json.load(open(golden))['cases']):
     patch = template.processor.image_processor.patch_size
     out['grounding'].append({**rec, 'visual': pipeline.box_visual(rec['boxes'], rec['target']),
                              'template_size': [gw * patch, gh * patch]})
+# VllmScorer's prompt: in vLLM mode the template ends the prompt with the answer's ids and <|im_end|>
+from explain.scoring import EOS_TOKEN, answer_ids, messages_for
+template.set_mode('vllm')
+out['vllm_tail'] = []
+for r in rows:
+    messages = messages_for(r['question'], None) + [{'role': 'assistant', 'content': r['prediction'] + EOS_TOKEN}]
+    ids = answer_ids(scorer.tokenizer, r['prediction']) + [scorer.eos_id]
+    enc = template.encode(InferRequest(messages=messages, images=[Image.open(r['image']).convert('RGB')]))
+    out['vllm_tail'].append(list(enc['input_ids'][-len(ids):]) == ids)
+template.set_mode('transformers')
 print(json.dumps(out))
 """
 
@@ -152,6 +162,7 @@ def test_teacher_forced_scores_are_the_generation_log_probs(checked):
         assert [got['first'][k] for k in pred['first_top_logprobs']] == \
             pytest.approx(list(pred['first_top_logprobs'].values()), abs=1e-4)
     assert compared >= 2
+    assert out['vllm_tail'] == [True] * len(preds)   # what VllmScorer checks against vLLM's prompt_token_ids
 
 
 @pytest.mark.slow
