@@ -126,9 +126,10 @@ class TransformersScorer(Scorer):
 
     def score_iter(self, items: Sequence[ScoreItem]) -> Iterator[tuple[int, Scored]]:
         import torch
-        loader = torch.utils.data.DataLoader(
-            _Encoded(self, items), batch_size=self.batch_size, shuffle=False, collate_fn=list,
-            num_workers=self.encode_workers, prefetch_factor=4 if self.encode_workers else None)
+        # fork: the workers inherit the template (never pickled) and only encode on the CPU
+        extra = {'multiprocessing_context': 'fork'} if self.encode_workers else {}
+        loader = torch.utils.data.DataLoader(_Encoded(self, items), batch_size=self.batch_size, shuffle=False,
+                                             collate_fn=list, num_workers=self.encode_workers, **extra)
         for batch in loader:
             yield from zip([b[0] for b in batch], self._forward([b[1] for b in batch], [b[2] for b in batch],
                                                                [items[b[0]].top_k for b in batch]))
