@@ -53,9 +53,10 @@ SUBMIT  ?=#                             SUBMIT=1: also call `medvqa validate_and
 DRY_RUN ?=#                             DRY_RUN=1: build + check offline, never upload
 SUBMIT_DATASET ?=#                      local copy for the offline dry run of the generated script
 SUBMISSION_BUILD ?= submission/build#   where the hub-ready folders are built (task1/<NAME>, task2/<NAME>)
-TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# task-1 answers on the task-2 val set (make infer SPLIT=task2_val-original)
-CALIBRATION ?= $(DATA)/swift/val-original.jsonl# labelled held-out split for confidence calibration (predictions or ms-swift JSONL)
-TASK2_ARGS ?=#                          e.g. --grid 8 --calibration-method isotonic
+TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# the Task 1 answers of task2_val (default + missing: make infer)
+CALIBRATION ?= preds/$(notdir $(RUN))/val-original.jsonl# labelled predictions with log-probs (default + missing: make infer)
+CALIBRATION_ROWS ?= 2000#               stratified sample of CALIBRATION used to calibrate (0 = every row)
+TASK2_ARGS ?=#                          e.g. --grid 4 --occlusion-max-pixels 200704 --calibration-method isotonic
 # ---- demo (offline, CPU) ------------------------------------------------------------------------------------------
 DEMO    ?= build/demo
 TINY_MODEL ?= models/tiny-qwen2.5-vl
@@ -126,12 +127,21 @@ submit-task1: $(STACK) ## build, check and (with a token) upload the Subtask 1 r
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task1 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
+# A TASK1_PRED or CALIBRATION given on the command line must exist (submission.task2 says so); the defaults are made
+# with `make infer` (same engine and settings as Task 1, with log-probs) when missing.
 submit-task2: $(STACK) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
+	$(call infer-if-missing,TASK1_PRED,task2_val-original)
+	$(call infer-if-missing,CALIBRATION,val-original)
 	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task2 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
-	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) \
-	  $(if $(wildcard $(TASK1_PRED)),--task1-predictions $(TASK1_PRED)) --calibration-data $(CALIBRATION) \
-	  $(TASK2_ARGS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) --backend $(BACKEND) \
+	  --task1-predictions $(TASK1_PRED) $(if $(CALIBRATION),--calibration-data $(CALIBRATION)) \
+	  --calibration-rows $(CALIBRATION_ROWS) $(TASK2_ARGS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+
+# $(call infer-if-missing,VAR,SPLIT): when VAR keeps its default and that file is missing, make it with `make infer`
+infer-if-missing = $(if $(filter file,$(origin $(1))),@test -e $($(1)) || { echo "$(1) not given and $($(1)) \
+  missing: making it with make infer SPLIT=$(2) INFER_ARGS=--logprobs"; $(MAKE) --no-print-directory infer \
+  SPLIT=$(2) PRED=$($(1)) INFER_ARGS="$(INFER_ARGS) --logprobs"; })
 
 demo: $(STACK) ## the whole path offline on CPU: tiny model + synthetic data through every target above
 	bash scripts/demo.sh $(DEMO)

@@ -19,6 +19,7 @@ from typing import Any
 TRANSFORMERS_BATCH = 16       # requests per forward pass on the transformers engine (CPU)
 TRANSFORMERS_BATCH_GPU = 128  # on a GPU: 128 + fast attention ran 3.2x the medvqa template (batch 16) on an H200
 VLLM_CHUNK = 512          # Backend.answer with VllmEngine: requests handed over at once (predict streams instead)
+TOP_LOGPROBS = 20         # alternatives kept at the first answer token (the Subtask 2 yes/no confidence reads them)
 
 
 def choose_backend(name: str, n_gpus: int) -> str:
@@ -43,13 +44,15 @@ def swift_request(prompt: dict):
 
 
 def request_config(max_new_tokens: int, logprobs: bool):
-    """Greedy decoding (temperature 0); logprobs of the chosen token only."""
+    """Greedy decoding (temperature 0); with logprobs, the chosen token's and the top alternatives at each step."""
     from swift import RequestConfig
-    return RequestConfig(max_tokens=max_new_tokens, temperature=0, logprobs=logprobs)
+    return RequestConfig(max_tokens=max_new_tokens, temperature=0, logprobs=logprobs,
+                         top_logprobs=TOP_LOGPROBS if logprobs else None)
 
 
 def parse_response(response: Any, logprobs: bool) -> dict:
-    """A ChatCompletionResponse -> {'prediction'} (+ 'tokens', 'token_logprobs': one entry per generated token)."""
+    """A ChatCompletionResponse -> {'prediction'} (+ 'tokens', 'token_logprobs': one entry per generated token, and
+    'first_top_logprobs': the first token's top alternatives, token text -> log-prob, the largest per text)."""
     if isinstance(response, Exception):
         raise response
     choice = response.choices[0]
@@ -60,6 +63,10 @@ def parse_response(response: Any, logprobs: bool) -> dict:
         out['token_logprobs'] = [float(t['logprob']) for t in content]
         if not all(math.isfinite(x) for x in out['token_logprobs']):
             raise RuntimeError(f'non-finite token log-probability in {out["token_logprobs"]}')
+        first: dict[str, float] = {}
+        for alt in (content[0].get('top_logprobs') or []) if content else []:
+            first[str(alt['token'])] = max(first.get(str(alt['token']), -math.inf), float(alt['logprob']))
+        out['first_top_logprobs'] = first
     return out
 
 

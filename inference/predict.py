@@ -7,7 +7,8 @@
         [--engine-args JSON] [--encode-workers N]
 
 PRED.jsonl: per input line, in order, the sidecar (.meta.jsonl) fields + `prediction` + `reference` (the input's
-assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token). Prompts stream through
+assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token) + `first_top_logprobs` (the
+first token's top-20 alternatives, token text -> log-prob: what the Subtask 2 confidence reads). Prompts stream through
 the engine (inference.stream): with vLLM they are encoded ahead by worker processes (the ms-swift template, so image
 tokens equal training's) and handed over as the engine has room; finished rows are appended to PRED.partial* as
 they come, in any order; rerunning the same command skips them. With N visible GPUs, N // tensor-parallel worker
@@ -312,7 +313,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument('--batch-size', type=int, default=None,
                    help='transformers: requests per forward pass (16 on CPU, 128 on a GPU); vLLM: concurrent '
                         'sequences (default 1024 on a >= 70 GiB GPU, else 256, as vllm.LLM)')
-    p.add_argument('--logprobs', action='store_true', help='also write tokens and token_logprobs')
+    p.add_argument('--logprobs', action='store_true', help='also write tokens, token_logprobs and first_top_logprobs')
     p.add_argument('--attention', choices=ATTENTION_CHOICES, default='auto',
                    help='transformers backend: fast = packed ViT + folded-GQA decode attention (same math, other '
                         'kernels), stock = as loaded; auto = fast on a GPU')

@@ -32,3 +32,26 @@ def test_variables_switch_to_local_copies():
                'AUG_K=1')
     assert '--dataset /data/copy --images /data/img --out /tmp/p --aug-k 1' in ' '.join(dry.split())
     assert 'data_prep.prepare' in dry
+
+
+def test_submit_task2_uses_the_task1_predictions_it_was_given(tmp_path):
+    """A TASK1_PRED or CALIBRATION given on the command line is passed as it is (a missing one is then a one-line
+    error of submission.task2, never silently dropped); left at their defaults and missing, both are made with
+    `make infer ... INFER_ARGS=--logprobs` first."""
+    given = make('-n', '-o', '.venv/.medico-setup', 'submit-task2', f'TASK1_PRED={tmp_path}/typo.jsonl',
+                 f'CALIBRATION={tmp_path}/val.jsonl')
+    assert f'--task1-predictions {tmp_path}/typo.jsonl' in given and f'--calibration-data {tmp_path}/val.jsonl' in given
+    assert 'make infer' not in given and 'infer SPLIT=' not in given
+    defaults = ' '.join(make('-n', '-o', '.venv/.medico-setup', 'submit-task2', f'RUN={tmp_path}/run').split())
+    assert 'test -e preds/run/task2_val-original.jsonl ||' in defaults
+    assert 'infer SPLIT=task2_val-original PRED=preds/run/task2_val-original.jsonl INFER_ARGS=" --logprobs"' in defaults
+    assert 'infer SPLIT=val-original PRED=preds/run/val-original.jsonl INFER_ARGS=" --logprobs"' in defaults
+    assert '--calibration-data preds/run/val-original.jsonl --calibration-rows 2000' in defaults
+    assert '--calibration-data' not in make('-n', '-o', '.venv/.medico-setup', 'submit-task2', 'CALIBRATION=')
+    # really run: a given path that does not exist stops the target with submission.task2's one-line error
+    proc = subprocess.run(['make', '--no-print-directory', '-o', '.venv/.medico-setup', 'submit-task2', 'DRY_RUN=1',
+                           f'TASK1_PRED={tmp_path}/typo.jsonl', 'CALIBRATION=', f'MODEL={tmp_path}',
+                           'TEAM=submission/team.demo.json'], cwd=REPO, capture_output=True, text=True)
+    err = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+    assert proc.returncode != 0 and err and err[0].startswith(f'error: {tmp_path}/typo.jsonl: --task1-predictions: '
+                                                              'file not found'), proc.stderr

@@ -22,6 +22,14 @@
 #   H<bs>       inference: plain transformers generate, batch <bs>, left padding, packed ViT
 #   VB          inference with vLLM (needs it importable): `make infer`'s vLLM path vs plain LLM.generate vs the
 #               transformers path (bench/gpu/vllm_bench.py; VB_STAGES overrides its stage list), NINFER items
+#   T2          Subtask 2: the per-row path of 88f43d9 on a few rows (BEFORE_TREE, default build/before-88f43d9:
+#               `python -m bench.task2_bench --extract-before` makes it; carry it) vs the stage-by-stage
+#               `submission.task2` on T2_ROWS (1500) rows + 2000 calibration rows; resumable: run T2 again in the
+#               next call until its log says complete. TASK2_ARGS: submission.task2 flags of the measured build (e.g.
+#               "--scorer vllm", "--grid 4 --occlusion-max-pixels 160000"), with its own T2_WORK folder per variant;
+#               T2_ARGS: more bench.gpu.task2_bench staged flags (e.g. --answers reference); BEFORE_TREE= skips the
+#               per-row side
+#   T2A         occlusion agreement: grid 4 / grid 3 / fewer image tokens vs grid 6 (FRAMES=real frames folder)
 # On 80 GB cards the <bs> > 8 stages run at batch 8. bench/gpu/lanes.sh runs two stage lists on two GPUs at once.
 # Writes $OUT/summary.json, $OUT/logs.tgz; the console shows the table last.
 set -uo pipefail
@@ -134,6 +142,15 @@ for stage in "$@"; do
     VB) ts "vllm bench"; timeout $(left) python3 -m bench.gpu.vllm_bench "$MODEL" "$DATA" --n $NINFER \
           --budget $(( $(left) - 20 )) ${VB_STAGES:+--stages $VB_STAGES} --work "$W/vllm_bench" \
           --out "$L/vllm_bench.json" > "$L/vllm_bench.log" 2>&1; ts "vllm bench rc=$?"; tail -16 "$L/vllm_bench.log" ;;
+    T2) ts "task2 staged"; timeout $(left) python3 -m bench.gpu.task2_bench staged "$MODEL" "$DATA" \
+          --rows ${T2_ROWS:-1500} --budget $(( $(left) - 30 )) --before-tree "${BEFORE_TREE-build/before-88f43d9}" \
+          --work "${T2_WORK:-build/bench-task2-gpu}" --task2-args "${TASK2_ARGS:-}" --out "$L/task2.json" ${T2_ARGS:-} \
+          > "$L/task2.log" 2>&1
+        ts "task2 rc=$?"; grep -E "\[bench\]|Error|error:" "$L/task2.log" | cut -c1-1500 | tail -4; cp "$L/task2.json" "$OUT/" ;;
+    T2A) ts "task2 agreement"; timeout $(left) python3 -m bench.gpu.task2_bench agreement "$MODEL" --synthetic "$DATA" \
+          ${FRAMES:+--frames "$FRAMES"} --out "$L/task2_agreement.json" ${T2A_ARGS:-} > "$L/task2_agreement.log" 2>&1
+        ts "agreement rc=$?"; grep -E "\[bench\]|Error|error:" "$L/task2_agreement.log" | cut -c1-1500 | tail -4
+        cp "$L/task2_agreement.json" "$OUT/" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
