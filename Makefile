@@ -34,6 +34,14 @@ BACKEND ?= auto#                        auto = vLLM when installed and a GPU is 
 MAX_NEW_TOKENS ?= 64#                   answer length cap, shared by infer and both submissions (answers must agree)
 INFER_ARGS ?=#                          e.g. --batch-size 32 --logprobs
 REPORT  ?= $(basename $(PRED))-report
+ADAPTERS ?=#                            infer: LoRA adapter(s) on MODEL (folder or hub id; README: the x1 paper's one)
+# ---- serving and asking -------------------------------------------------------------------------------------------
+SERVE_HOST ?= 127.0.0.1#                serve: address to listen on (0.0.0.0 = every interface)
+SERVE_PORT ?= 8000#                     serve: port of the OpenAI-compatible endpoint
+SERVE_ARGS ?=#                          serve: extra `swift deploy` flags, e.g. --vllm_gpu_memory_utilization 0.8
+IMAGE   ?=#                             ask: one image file
+Q       ?=#                             ask: the question
+URL     ?=#                             ask: a running server (http://127.0.0.1:8000/v1) instead of loading MODEL here
 # ---- submission ---------------------------------------------------------------------------------------------------
 HUB_REPO ?=#                            user/name of the Hugging Face model repo the organizers will run
 TEAM    ?= submission/team.json#        team details (copy submission/team.example.json and fill it in)
@@ -53,7 +61,7 @@ RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
 .PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
-        submit-task1 submit-task2 bench bench-prepare clean
+        submit-task1 submit-task2 bench bench-prepare clean serve ask
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -97,7 +105,15 @@ export: $(SETUP_STAMP) ## merge RUN's LoRA into RUN/merged, check it answers lik
 
 infer: $(SETUP_STAMP) ## answer DATA/swift/SPLIT.jsonl with MODEL (default RUN/merged) into PRED
 	$(PY) -m inference.predict --model $(INFER_MODEL) --data $(DATA)/swift/$(SPLIT).jsonl --out $(PRED) \
-	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(INFER_ARGS)
+	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(ADAPTERS),--adapters $(ADAPTERS)) $(INFER_ARGS)
+
+serve: $(SETUP_STAMP) ## OpenAI-compatible endpoint for MODEL (default RUN/merged) at SERVE_HOST:SERVE_PORT (swift deploy)
+	$(PY) -m inference.serve --model $(INFER_MODEL) --host $(SERVE_HOST) --port $(SERVE_PORT) --backend $(BACKEND) \
+	  $(if $(SERVE_ARGS),-- $(SERVE_ARGS))
+
+ask: $(SETUP_STAMP) ## one answer for IMAGE and question Q from MODEL (or from a running server at URL)
+	$(PY) -m inference.ask --image "$(IMAGE)" --question "$(Q)" $(if $(URL),--url $(URL),--model $(INFER_MODEL) \
+	  --backend $(BACKEND)) --max-new-tokens $(MAX_NEW_TOKENS)
 
 score: $(SETUP_STAMP) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
 	$(PY) -m eval.score $(PRED) --report $(REPORT)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError, cli_main
+from common.hub import use_hub_defaults
 from common.io import read_jsonl
 from common.qwen_vision import use_image_budget
 from common.run_env import image_budget
@@ -209,6 +210,7 @@ def _json_dict(text: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    use_hub_defaults()   # hub ids (a base model, the x1 paper's adapter) come from Hugging Face unless USE_HF=0
     args.max_pixels = image_budget(args.model, args.max_pixels)   # the training value travels with the model
     if args.worker_rank is not None:   # a worker process started by the parent below
         answer_lines(args, args.backend, shards.decode_lines(args.worker_lines),

@@ -158,7 +158,8 @@ def flags_from_argv(argv: list[str], file: str = '<command line>') -> list[Flag]
 
 
 # ---------------------------------------------------------------- validation against ms-swift's own parser
-_COMMANDS = {'sft': 'SftArguments', 'export': 'ExportArguments', 'infer': 'InferArguments'}
+_COMMANDS = {'sft': 'SftArguments', 'export': 'ExportArguments', 'infer': 'InferArguments',
+             'deploy': 'DeployArguments'}
 
 
 @functools.lru_cache(maxsize=None)
