@@ -61,7 +61,7 @@ RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
 .PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
-        submit-task1 submit-task2 bench bench-prepare clean serve ask
+        submit-task1 submit-task2 bench bench-prepare clean serve ask recipes
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ subsets: $(SETUP_STAMP) ## write the organizers' task-1/task-2 subsets of DATASE
 grounding-data: $(SETUP_STAMP) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift/grounding.jsonl (Subtask 2 boxes)
 	$(PY) -m data_prep.grounding_data $(if $(KVASIR_SEG),--kvasir-seg $(KVASIR_SEG)) \
 	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --out $(DATA)/swift/grounding.jsonl
+
+recipes: $(SETUP_STAMP) ## list the recipes: model, method, topology, image budget, hardware (from the files)
+	$(PY) -m training.recipe
 
 sft: $(SETUP_STAMP) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
 	$(PY) -m training.launch --recipe $(RECIPE) --data $(DATA) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \

@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                               visible_gpus())
     cmd = [*swift_command(), 'sft', *recipe.swift_argv()]
     print(shown_command(cmd, run_env, recipe), flush=True)
+    report_lengths(recipe, run_env)
     if args.dry_run:
         return 0
     write_composed(recipe, Path(args.run) / 'recipe.args')
@@ -198,6 +199,25 @@ def main(argv: list[str] | None = None) -> int:
     if run_env.get('NODE_RANK', '0') in ('', '0'):   # one curve per run, from the node that writes the logs
         draw_curve(args.run)
     return returncode
+
+
+def report_lengths(recipe: Recipe, env: dict) -> None:
+    """Say how many training samples exceed --max_length at the run's MAX_PIXELS: ms-swift drops (or cuts) them
+    without a word."""
+    from training.length_check import overlong
+    found = overlong(recipe, env, recipe.value('model'))
+    if found is None:
+        return
+    where = f'--max_length {found["max_length"]} at MAX_PIXELS={found["max_pixels"]}'
+    if found['over']:
+        strategy = recipe.value('truncation_strategy', 'delete')
+        fate = 'drops them' if strategy == 'delete' else f'cuts them (--truncation_strategy {strategy})'
+        print(f'warning: {found["over"]:,} of {found["total"]:,} training samples are longer than {where} '
+              f'(longest {found["longest"]:,} tokens): ms-swift {fate}; raise --max_length or lower MAX_PIXELS',
+              file=sys.stderr, flush=True)
+    else:
+        print(f'length check: all {found["total"]:,} training samples fit {where} (longest {found["longest"]:,} '
+              'tokens)', file=sys.stderr, flush=True)
 
 
 def draw_curve(run: str) -> None:
