@@ -61,6 +61,12 @@ def deploy_command(model: str, backend: str, host: str, port: int, served_model_
     """`swift deploy` as one process (its module form: `swift deploy` would start a child process)."""
     cmd = [sys.executable, '-m', 'swift.cli.deploy', '--model', model, '--infer_backend', backend,
            '--host', host, '--port', str(port)]
+    if Path(model).is_dir() and not {'--model_type', '--template'} & set(extra):
+        # as inference.predict: args.json's kind, else config.json's (a bare Qwen2.5-VL folder is ambiguous to
+        # ms-swift: qwen2_5_vl or mimo_vl)
+        from inference.backends import read_model_kind
+        model_type, template = read_model_kind(model, [])
+        cmd += (['--model_type', model_type] if model_type else []) + (['--template', template] if template else [])
     if served_model_name:
         cmd += ['--served_model_name', served_model_name]
     if backend == 'vllm':   # as inference.predict: one image per prompt, 4096 tokens of context

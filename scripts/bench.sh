@@ -11,3 +11,5 @@ echo "== scorer: eval.metrics vs evaluate's bleu/rouge/meteor scripts"
 $PY -m bench.score_bench ${EVALUATE_DIR:+--evaluate-dir "$EVALUATE_DIR"}
 echo "== prepare: make prepare vs the official datasets.map + torchvision (full scale: ~35 min on 2 cores)"
 $PY -m bench.prepare_bench ${PREPARE_BENCH_ARGS:-}   # PREPARE_BENCH_ARGS="--scale 0.05" for a quick look
+echo "== serve: make serve start-up and request latency (tiny model, OpenAI client over HTTP)"
+$PY -m bench.serve_bench
