@@ -61,7 +61,7 @@ RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
 .PHONY: help setup test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
-        submit-task1 submit-task2 bench bench-prepare clean serve ask recipes
+        submit-task1 submit-task2 bench bench-prepare clean serve ask recipes curves
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ recipes: $(SETUP_STAMP) ## list the recipes: model, method, topology, image budg
 sft: $(SETUP_STAMP) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
 	$(PY) -m training.launch --recipe $(RECIPE) --data $(DATA) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
 	  $(if $(RESUME),--resume) $(if $(SFT_ARGS),-- $(SFT_ARGS))
+
+curves: $(SETUP_STAMP) ## redraw RUN/loss_curve.png (train/eval loss, learning rate) from RUN's logs, e.g. while training
+	$(PY) -m training.curves --run $(RUN)
 
 export: $(SETUP_STAMP) ## merge RUN's LoRA into RUN/merged, check it answers like the adapter (HUB_MODEL_ID= pushes it)
 	$(PY) -m training.export --run $(RUN) --out $(RUN)/merged --check-data $(DATA)/swift/val-original.jsonl \

@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = deploy_command(args.model, backend, args.host, args.port, args.served_model_name, args.max_model_len, extra)
     env = deploy_env(args.model, max_pixels, dict(os.environ))
     print(f'MAX_PIXELS={max_pixels or "<model default>"} {" ".join(cmd)}', file=sys.stderr)
-    print(f'serving {args.model} ({backend}) at http://{args.host}:{args.port}/v1 once the model is loaded; '
-          f'ask it: make ask URL=http://{args.host}:{args.port}/v1 IMAGE=... Q="..."', file=sys.stderr, flush=True)
+    print(f'serving {args.model} ({backend}) at http://{args.host}:{args.port}/v1 once the model is loaded (pid '
+          f'{os.getpid()}); ask it: make ask URL=http://{args.host}:{args.port}/v1 IMAGE=... Q="..."', file=sys.stderr,
+          flush=True)
     os.execve(sys.executable, cmd, env)   # the server keeps this pid: stop it with kill <pid>
 
 
