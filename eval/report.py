@@ -196,8 +196,8 @@ def write_report(runs: dict[str, list[dict]], out_dir: str | Path, seed: int | N
                'set costs.', '']
         md += _table(['metric', *(f'{s} ({pair[s]["run"]}, n={pair[s]["n"]})' for s in SETTINGS),
                       'augmented - original'],
-                     [[m, *(f'{pair[s][m]:.4f}' for s in SETTINGS), f'{pair["augmented"][m] - pair["original"][m]:+.4f}']
-                      for m in metrics.REPORTED])
+                     [[m, *(f'{pair[s][m]:.4f}' for s in SETTINGS),
+                       f'{pair["augmented"][m] - pair["original"][m]:+.4f}'] for m in metrics.REPORTED])
         png = out_dir / 'settings.png'
         by_metric = {m: {s: pair[s][m] for s in SETTINGS} for m in metrics.REPORTED}
         _bar_plot(by_metric, 'original vs augmented images', png, series=SETTINGS)

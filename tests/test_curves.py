@@ -52,8 +52,8 @@ def test_versions_sort_by_number_not_by_name(tmp_path):
 
 def test_cli_without_logs_is_a_one_line_error(tmp_path):
     proc = run_module('training.curves', '--run', tmp_path, check=False)
-    assert proc.returncode == 2 and proc.stderr.strip() == f'error: {tmp_path}: no v*/logging.jsonl yet (train first: ' \
-                                                            'make sft)'
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f'error: {tmp_path}: no v*/logging.jsonl yet (train first: make sft)'
     assert not (tmp_path / CURVE_FILE).exists()
 
 
