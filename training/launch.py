@@ -216,8 +216,7 @@ def report_lengths(recipe: Recipe, env: dict) -> None:
               f'(longest {found["longest"]:,} tokens): ms-swift {fate}; raise --max_length or lower MAX_PIXELS',
               file=sys.stderr, flush=True)
     else:
-        print(f'length check: all {found["total"]:,} training samples fit {where} (longest {found["longest"]:,} '
-              'tokens)', file=sys.stderr, flush=True)
+        print(f'length check: all {found["total"]:,} training samples fit {where}', file=sys.stderr, flush=True)
 
 
 def draw_curve(run: str) -> None:
