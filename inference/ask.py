@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import mimetypes
+import os
 import sys
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def image_url(image: Path) -> str:
 def ask_server(url: str, image: Path, question: str, max_new_tokens: int) -> str:
     """One chat completion from an OpenAI-compatible server: image first, then the question (as in training rows)."""
     import openai
-    client = openai.OpenAI(base_url=url, api_key='-')
+    client = openai.OpenAI(base_url=url, api_key=os.environ.get('OPENAI_API_KEY') or '-')   # a server's --api_key
     try:
         model = client.models.list().data[0].id
     except openai.APIConnectionError:
