@@ -45,6 +45,14 @@ BACKEND ?= auto#                        auto = vLLM when installed and a GPU is 
 MAX_NEW_TOKENS ?= 64#                   answer length cap, shared by infer and both submissions (answers must agree)
 INFER_ARGS ?=#                          e.g. --batch-size 32 --logprobs
 REPORT  ?= $(basename $(PRED))-report
+ADAPTERS ?=#                            infer: LoRA adapter(s) on MODEL (folder or hub id; README: the x1 paper's one)
+# ---- serving and asking -------------------------------------------------------------------------------------------
+SERVE_HOST ?= 127.0.0.1#                serve: address to listen on (0.0.0.0 = every interface)
+SERVE_PORT ?= 8000#                     serve: port of the OpenAI-compatible endpoint
+SERVE_ARGS ?=#                          serve: extra `swift deploy` flags, e.g. --vllm_gpu_memory_utilization 0.8
+IMAGE   ?=#                             ask: one image file
+Q       ?=#                             ask: the question
+URL     ?=#                             ask: a running server (http://127.0.0.1:8000/v1) instead of loading MODEL here
 # ---- submission ---------------------------------------------------------------------------------------------------
 HUB_REPO ?=#                            user/name of the Hugging Face model repo the organizers will run
 TEAM    ?= submission/team.json#        team details (copy submission/team.example.json and fill it in)
@@ -65,7 +73,7 @@ RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
 .PHONY: help setup stack test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
-        submit-task1 submit-task2 bench bench-prepare clean
+        submit-task1 submit-task2 bench bench-prepare clean serve ask recipes curves
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -103,9 +111,15 @@ grounding-data: $(STACK) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift
 	$(PY) -m data_prep.grounding_data $(if $(KVASIR_SEG),--kvasir-seg $(KVASIR_SEG)) \
 	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --out $(DATA)/swift/grounding.jsonl
 
+recipes: $(STACK) ## list the recipes: model, method, topology, image budget, hardware (from the files)
+	$(PY) -m training.recipe
+
 sft: $(STACK) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
 	$(PY) -m training.launch --recipe $(RECIPE) --data $(DATA) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
 	  $(if $(RESUME),--resume) $(if $(SFT_ARGS),-- $(SFT_ARGS))
+
+curves: $(STACK) ## redraw RUN/loss_curve.png (train/eval loss, learning rate) from RUN's logs, e.g. while training
+	$(PY) -m training.curves --run $(RUN)
 
 export: $(STACK) ## merge RUN's LoRA into RUN/merged, check it answers like the adapter (HUB_MODEL_ID= pushes it)
 	$(PY) -m training.export --run $(RUN) --out $(RUN)/merged --check-data $(DATA)/swift/val-original.jsonl \
@@ -113,7 +127,15 @@ export: $(STACK) ## merge RUN's LoRA into RUN/merged, check it answers like the 
 
 infer: $(STACK) ## answer DATA/swift/SPLIT.jsonl with MODEL (default RUN/merged) into PRED
 	$(PY) -m inference.predict --model $(INFER_MODEL) --data $(DATA)/swift/$(SPLIT).jsonl --out $(PRED) \
-	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(INFER_ARGS)
+	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(ADAPTERS),--adapters $(ADAPTERS)) $(INFER_ARGS)
+
+serve: $(STACK) ## OpenAI-compatible endpoint for MODEL (default RUN/merged) at SERVE_HOST:SERVE_PORT (swift deploy)
+	$(PY) -m inference.serve --model $(INFER_MODEL) --host $(SERVE_HOST) --port $(SERVE_PORT) --backend $(BACKEND) \
+	  $(if $(SERVE_ARGS),-- $(SERVE_ARGS))
+
+ask: $(STACK) ## one answer for IMAGE and question Q from MODEL (or from a running server at URL)
+	$(PY) -m inference.ask --image "$(IMAGE)" --question "$(Q)" $(if $(URL),--url $(URL),--model $(INFER_MODEL) \
+	  --backend $(BACKEND)) --max-new-tokens $(MAX_NEW_TOKENS)
 
 score: $(STACK) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
 	$(PY) -m eval.score $(PRED) --report $(REPORT)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from common.errors import InputError, cli_main
+from common.hub import use_hub_defaults
 from common.io import read_jsonl, write_json
 from common.procs import die_with_parent, die_with_spawning_parent, mark_parent
 from common.qwen_vision import use_image_budget
@@ -367,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     mark_parent()   # children started from here on die with this process (common.procs)
     args = parse_args(argv)
+    use_hub_defaults()   # hub ids (a base model, the x1 paper's adapter) come from Hugging Face unless USE_HF=0
     args.max_pixels = training_budget(args.model, args.adapters, args.max_pixels)   # travels with the model/run
     if args.worker_rank is not None:   # a worker process started by the parent below
         answer_lines(args, args.backend, shards.decode_lines(args.worker_lines),

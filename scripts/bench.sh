@@ -13,3 +13,5 @@ echo "== prepare: make prepare vs the official datasets.map + torchvision (full 
 $PY -m bench.prepare_bench ${PREPARE_BENCH_ARGS:-}   # PREPARE_BENCH_ARGS="--scale 0.05" for a quick look
 echo "== Subtask 2: the per-row build (88f43d9, from git) vs stage by stage, make demo's data and settings (~10 min)"
 $PY -m bench.task2_bench
+echo "== serve: make serve start-up and request latency (tiny model, OpenAI client over HTTP)"
+$PY -m bench.serve_bench

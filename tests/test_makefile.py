@@ -55,3 +55,15 @@ def test_submit_task2_uses_the_task1_predictions_it_was_given(tmp_path):
     err = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
     assert proc.returncode != 0 and err and err[0].startswith(f'error: {tmp_path}/typo.jsonl: --task1-predictions: '
                                                               'file not found'), proc.stderr
+
+
+def test_serve_ask_and_adapter_variables():
+    dry = make('-n', '-o', '.venv/.medico-setup', 'serve', 'ask', 'IMAGE=frame.jpg', 'Q=Is there a polyp?')
+    assert 'inference.serve --model runs/7B_lora/merged --host 127.0.0.1 --port 8000 --backend auto' in dry
+    assert 'inference.ask --image "frame.jpg" --question "Is there a polyp?" --model runs/7B_lora/merged' in dry
+    dry = make('-n', '-o', '.venv/.medico-setup', 'ask', 'IMAGE=f.jpg', 'Q=q', 'URL=http://127.0.0.1:9/v1')
+    assert '--url http://127.0.0.1:9/v1' in dry and '--model' not in dry
+    dry = make('-n', '-o', '.venv/.medico-setup', 'infer', 'MODEL=Qwen/Qwen2.5-VL-7B-Instruct',
+               'ADAPTERS=SimulaMet/Qwen2.5-VL-KvasirVQA-x1-ft')
+    assert '--model Qwen/Qwen2.5-VL-7B-Instruct' in dry and '--adapters SimulaMet/Qwen2.5-VL-KvasirVQA-x1-ft' in dry
+    assert 'training.curves --run runs/7B_lora' in make('-n', '-o', '.venv/.medico-setup', 'curves')
