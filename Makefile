@@ -25,7 +25,7 @@ RUN     ?= runs/$(basename $(notdir $(RECIPE)))
 MODEL   ?=#                             sft: override the recipe's base model; infer/submit: the model to run (default $(RUN)/merged)
 RESUME  ?=#                             RESUME=1 continues `make sft` from the latest checkpoint in $(RUN)
 SFT_ARGS ?=#                            extra ms-swift flags appended last (they win)
-HUB_MODEL_ID ?=#                        `make export` pushes the merged model here when a hub token is present
+HUB_MODEL_ID ?=#                        `make export` pushes the merged model here when a hub token is present (hub checked first)
 # ---- inference and scoring ----------------------------------------------------------------------------------------
 SPLIT   ?= task1_public-original#       <split>-<setting>: split in train val test task1_public task2_val; setting original augmented
 INFER_MODEL = $(if $(MODEL),$(MODEL),$(RUN)/merged)
@@ -43,6 +43,8 @@ DRY_RUN ?=#                             DRY_RUN=1: build + check offline, never 
 SUBMIT_DATASET ?=#                      local copy for the offline dry run of the generated script
 SUBMISSION_BUILD ?= submission/build#   where the hub-ready folders are built (task1/<NAME>, task2/<NAME>)
 TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# task-1 answers on the task-2 val set (make infer SPLIT=task2_val-original)
+# The default TASK1_PRED is used when it exists; a TASK1_PRED you set is always passed on (a mistyped path is an error).
+TASK1_PRED_ARG = $(if $(filter file,$(origin TASK1_PRED)),$(wildcard $(TASK1_PRED)),$(TASK1_PRED))
 CALIBRATION ?= $(DATA)/swift/val-original.jsonl# labelled held-out split for confidence calibration (predictions or ms-swift JSONL)
 TASK2_ARGS ?=#                          e.g. --grid 8 --calibration-method isotonic
 # ---- demo (offline, CPU) ------------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ submit-task2: $(SETUP_STAMP) ## build, validate and (with a token) upload the Su
 	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task2 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) \
-	  $(if $(wildcard $(TASK1_PRED)),--task1-predictions $(TASK1_PRED)) --calibration-data $(CALIBRATION) \
+	  $(if $(TASK1_PRED_ARG),--task1-predictions $(TASK1_PRED_ARG)) --calibration-data $(CALIBRATION) \
 	  $(TASK2_ARGS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
 demo: $(SETUP_STAMP) ## the whole path offline on CPU: tiny model + synthetic data through every target above

@@ -172,7 +172,8 @@ def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_datase
     args = ['--model', tiny_model_dir, '--hub-repo', 'someone/medico-task2', '--name', name, '--build-root', root,
             '--team', REPO / 'submission' / 'team.demo.json', '--dataset', synthetic_dataset,
             '--task1-predictions', preds, '--calibration-data', cal, '--limit', n, '--grid', 2,
-            '--answer-tokens', 6, '--probe-tokens', 4, '--grounding-tokens', 6, '--max-pixels', MAX_PIXELS]
+            '--answer-tokens', 6, '--probe-tokens', 4, '--grounding-tokens', 6, '--max-pixels', MAX_PIXELS,
+            '--dry-run']
     proc = run_module('submission.task2', *args)
     assert 'dry run: nothing uploaded' in proc.stdout
     out = root / name
