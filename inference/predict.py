@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError, cli_main
-from common.io import read_jsonl
+from common.io import exclusive_lock, read_jsonl
 from common.qwen_vision import use_image_budget
 from common.run_env import image_budget
 from inference import shards
@@ -318,19 +318,21 @@ def main(argv: list[str] | None = None) -> int:
         check_model_path(adapter, '--adapters')
     groups = plan_groups(gpus, args.tensor_parallel, args.workers)
 
-    finished = shards.load_finished(args.out, metas, run_id(args))
-    shards.compact(args.out, finished)
-    todo = [i for i in range(len(metas)) if i not in finished]
-    print(f'{len(metas)} rows: {len(finished)} already answered, {len(todo)} to do, backend {backend_name}, '
-          f'{len(groups)} worker(s)', file=sys.stderr)
-    shard_lines = shards.split_contiguous(todo, len(groups))
-    if len(shard_lines) == 1 and groups[0] == seen:   # one process on everything visible: no need to spawn
-        answer_lines(args, backend_name, shard_lines[0], shards.worker_partial(args.out, None))
-    elif shard_lines:
-        spawn_workers(argv, backend_name, groups, shard_lines, args.out)
+    out = Path(args.out)
+    with exclusive_lock(out.with_name(f'.{out.name}.lock'), 'inference.predict run', out):  # one run per --out
+        finished = shards.load_finished(args.out, metas, run_id(args))
+        shards.compact(args.out, finished)
+        todo = [i for i in range(len(metas)) if i not in finished]
+        print(f'{len(metas)} rows: {len(finished)} already answered, {len(todo)} to do, backend {backend_name}, '
+              f'{len(groups)} worker(s)', file=sys.stderr)
+        shard_lines = shards.split_contiguous(todo, len(groups))
+        if len(shard_lines) == 1 and groups[0] == seen:   # one process on everything visible: no need to spawn
+            answer_lines(args, backend_name, shard_lines[0], shards.worker_partial(args.out, None))
+        elif shard_lines:
+            spawn_workers(argv, backend_name, groups, shard_lines, args.out)
 
-    finished = shards.load_finished(args.out, metas, run_id(args))
-    n = shards.merge(args.out, finished, len(metas))
+        finished = shards.load_finished(args.out, metas, run_id(args))
+        n = shards.merge(args.out, finished, len(metas))
     print(f'wrote {n} predictions to {args.out}', file=sys.stderr)
     return 0
 
