@@ -134,6 +134,28 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def umask() -> int:
+    """This process's umask (read without changing it where Linux shows it)."""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(folder: str | os.PathLike) -> None:
+    """Give the files under `folder` the mode open() would (0666 & ~umask): tools that write through mkstemp leave
+    0600 files, unreadable to the other users of a shared folder."""
+    mode = 0o666 & ~umask()
+    for path in Path(folder).rglob('*'):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 @contextlib.contextmanager
 def exclusive_lock(lock: str | os.PathLike, what: str, output: str | os.PathLike | None = None) -> Iterator[None]:
     """Hold an exclusive flock on the file `lock` for the block, or raise InputError at once when another process holds

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common.errors import InputError, cli_main
 from common.hub import check_repo_id, hub_error, hub_token, why_not_online
-from common.io import exclusive_lock, read_jsonl, write_json
+from common.io import exclusive_lock, honour_umask, read_jsonl, write_json
 from common.offline import offline_env
 from common.run_env import read_run_env, write_run_env
 from training.launch import latest_checkpoint, swift_command
@@ -231,6 +231,7 @@ def _export(ck: Path, run: Path, out_path: Path, check_data: str | None, check_n
                 print('full fine-tune: the model folder is the checkpoint itself, nothing to compare')
         if run_env:
             write_run_env(tmp, run_env)
+        honour_umask(tmp)   # swift export leaves model.safetensors 0600
         write_json(tmp / DONE, info)   # last: it marks the folder complete
     shutil.rmtree(out_path, ignore_errors=True)
     tmp.rename(out_path)

@@ -92,8 +92,23 @@ def prepared(runner, fault_copy, tmp_path_factory) -> tuple[Path, dict[str, str]
     return out, tree(out)
 
 
+INFER_SPLIT = 'test-original'
 INFER_ARGS = ['--backend', 'transformers', '--max-new-tokens', '4', '--max-pixels', '12544', '--batch-size', '2']
 
 
 def infer_argv(model: Path, data: Path, out: Path, *extra) -> list:
     return ['--model', model, '--data', data, '--out', out, *INFER_ARGS, *extra]
+
+
+@pytest.fixture(scope='session')
+def split(prepared) -> Path:
+    return prepared[0] / 'swift' / f'{INFER_SPLIT}.jsonl'
+
+
+@pytest.fixture(scope='session')
+def inferred(runner, tiny_model_dir, split, tmp_path_factory) -> Path:
+    """PRED of one uninterrupted run: what every interrupted run must equal byte for byte."""
+    out = tmp_path_factory.mktemp('inferred') / 'pred.jsonl'
+    run = runner.run('inference.predict', infer_argv(tiny_model_dir, split, out))
+    assert run.code == 0, run.err[-3000:]
+    return out

@@ -31,8 +31,8 @@ import pytest
 # lock files, mkdtemp-style build folders.
 DEBRIS = re.compile(r'(\.tmp$|\.tmp-|\.partial(\.\d+)?$|\.lock$|\.old$)')
 PRELOAD = ['common.io', 'data_prep.prepare', 'data_prep.stats', 'inference.predict', 'eval.score', 'eval.report',
-           'training.export', 'submission.task1', 'submission.task2', 'swift', 'swift.infer_engine', 'transformers',
-           'torch', 'datasets', 'cv2', 'matplotlib.pyplot']
+           'training.export', 'training.launch', 'submission.task1', 'submission.task2', 'swift', 'swift.arguments',
+           'swift.infer_engine', 'transformers', 'torch', 'datasets', 'cv2', 'matplotlib.pyplot']
 
 
 @dataclass(frozen=True)
@@ -146,9 +146,9 @@ class Runner:
         return Run(proc.exitcode, out.read_text(errors='replace'), err.read_text(errors='replace'), proc.pid)
 
     @contextlib.contextmanager
-    def paused_at(self, module: str, argv: list, trigger: Trigger, env: dict | None = None):
-        """Run until the trigger SIGSTOPs it; the block runs while it is stopped; then it continues to its end.
-        Yields a Run whose code/out/err are filled in after the block."""
+    def paused_at(self, module: str, argv: list, trigger: Trigger, env: dict | None = None, then: str = 'continue'):
+        """Run until the trigger SIGSTOPs it; the block runs while it is stopped; then it continues to its end (or,
+        then='kill', is SIGKILLed there). Yields a Run whose code/out/err are filled in after the block."""
         proc, out, err = self.start(module, argv, trigger=trigger, sig=signal.SIGSTOP, env=env)
         while proc.exitcode is None and _state(proc.pid) != 'T':
             time.sleep(0.02)
@@ -157,6 +157,8 @@ class Runner:
         try:
             yield result
         finally:
+            if then == 'kill':
+                os.killpg(proc.pid, signal.SIGKILL)
             os.killpg(proc.pid, signal.SIGCONT)
             proc.join(600)
             _reap_group(proc.pid)

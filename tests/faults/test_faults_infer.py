@@ -12,21 +12,6 @@ from inference import predict, shards
 from tests.faults.conftest import ODD, infer_argv
 from tests.faults.harness import Trigger, debris, files_mode, fill, one_line_error, run_main, small_disk
 
-SPLIT = 'test-original'
-
-
-@pytest.fixture(scope='session')
-def split(prepared) -> Path:
-    return prepared[0] / 'swift' / f'{SPLIT}.jsonl'
-
-
-@pytest.fixture(scope='session')
-def inferred(runner, tiny_model_dir, split, tmp_path_factory) -> Path:
-    """PRED of one uninterrupted run: what every interrupted run must equal byte for byte."""
-    out = tmp_path_factory.mktemp('inferred') / 'pred.jsonl'
-    run = runner.run('inference.predict', infer_argv(tiny_model_dir, split, out))
-    assert run.code == 0, run.err[-3000:]
-    return out
 
 
 def lines(path: Path) -> list[dict]:
