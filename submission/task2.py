@@ -392,9 +392,9 @@ def main(argv=None) -> int:
     token = None
     if not args.dry_run:   # an upload was asked for: it must be possible before any work
         hub.check_repo_id(args.hub_repo, '--hub-repo')
-        check_upload_size(val_set_size(args.dataset, args.images), args.dataset)
         token = hub.hub_token()
         hub.require_online(token, args.hub_repo)
+        check_upload_size(val_set_size(args.dataset, args.images), args.dataset)
     root, name = Path(args.build_root), args.name or _default_name(args.model)
     with exclusive_lock(root / f'.{name}.lock', 'submission.task2 build', root / name):
         folder, report = build(args)

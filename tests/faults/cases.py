@@ -119,7 +119,7 @@ _B = {
     'B-task1-kill': ('submit', 'submit-task1: SIGKILL at 3 points of the build, rerun: byte-identical, no debris'),
     'B-task1-conc': ('submit', 'submit-task1: a second build of the same name while one runs: refused'),
     'B-task1-disk': ('submit', 'submit-task1: full disk: one-line error, previous build intact'),
-    'B-task2-kill': ('submit', 'submit-task2: SIGKILL at 2 points, rerun: byte-identical, no debris'),
+    'B-task2-kill': ('submit', 'submit-task2: SIGKILL with a row cached, rerun: byte-identical, no debris'),
     'B-task2-conc': ('submit', 'submit-task2: a second build of the same name while one runs: refused'),
     'B-task2-disk': ('submit', 'submit-task2: full disk: one-line error, previous build intact'),
     'B-token': ('security', 'the token never in output or files of export, both submissions, hub and medvqa errors'),

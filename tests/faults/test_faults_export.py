@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RECIPE, REPO, cpu_env
+from tests.conftest import RECIPE, REPO, cpu_env, run_module
 from tests.faults.harness import Trigger, debris, files_mode, fill, one_line_error, run_main, small_disk, tree
 from training import export, launch
 
@@ -98,17 +98,18 @@ def test_resume_picks_the_last_complete_checkpoint(runner, trained_run, run_copy
 
 
 @pytest.mark.case('T10')
-def test_push_to_an_unreachable_hub_is_refused_before_the_merge(run_copy, tmp_path, capsys, monkeypatch):
-    """Cause 15: the merge ran, then create_repo died with a 29-frame httpx traceback."""
-    monkeypatch.setenv('HF_TOKEN', 'hf_FAKEtoken123')
-    monkeypatch.setenv('HF_HUB_OFFLINE', '0')
-    monkeypatch.setenv('HF_ENDPOINT', 'http://127.0.0.1:9')   # nothing listens there: refused at once
+def test_push_to_an_unreachable_hub_is_refused_before_the_merge(run_copy, tmp_path):
+    """Cause 15: the merge ran, then create_repo died with a 29-frame httpx traceback. A real process: the hub client
+    reads its endpoint and offline switch at import."""
+    env = dict(cpu_env(), HF_TOKEN='hf_FAKEtoken123', HF_HUB_OFFLINE='0',
+               HF_ENDPOINT='http://127.0.0.1:9')   # nothing listens there: connection refused at once
     out = run_copy / 'merged'
-    code, err = run_main(export.main, ['--run', run_copy, '--out', out, '--hub-model-id', 'demo-user/medico-merged'],
-                         capsys)
-    assert code == 2
-    one_line_error(err, 'error: --hub-model-id: cannot push to demo-user/medico-merged: the hub is not reachable')
-    assert 'hf_FAKEtoken123' not in err
+    proc = run_module('training.export', '--run', run_copy, '--out', out, '--hub-model-id', 'demo-user/medico-merged',
+                      env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    one_line_error(proc.stderr, 'error: --hub-model-id: cannot push to demo-user/medico-merged: the hub is not '
+                                'reachable with this token (ConnectError)')
+    assert 'hf_FAKEtoken123' not in proc.stdout + proc.stderr
     assert not out.exists() and not (run_copy / '.merged.partial').exists()
 
 

@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from common.io import write_jsonl
 from data_prep import prepare
 from data_prep.schema import ARROW_SCHEMA
+from tests.conftest import REPO
 from tests.faults.conftest import ODD, PREPARE_ARGS
 from tests.faults.harness import Trigger, debris, files_mode, fill, one_line_error, run_main, small_disk, tree
 
@@ -359,6 +363,19 @@ KILL_POINTS = [   # each rerun is killed at the next point; the last rerun finis
     Trigger('os.rename', '*/stats/*', 1),                          # JSONL done, the plots being saved
     Trigger('os.rename', '*/manifest.json', 1),                    # everything but the manifest
 ]
+
+
+@pytest.mark.case('P28')
+def test_a_killed_writers_temp_file_is_swept_by_the_next_writer(tmp_path):
+    """Cause 4: atomic_path removed its temp file only when Python saw an exception; after SIGKILL it stayed forever."""
+    target = tmp_path / 'out' / 'train-original.jsonl'
+    code = ('import os, signal, sys; from common.io import atomic_open\n'
+            f'cm = atomic_open({str(target)!r}); f = cm.__enter__(); f.write("half a line"); f.flush()\n'
+            'os.kill(os.getpid(), signal.SIGKILL)')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO)
+    assert proc.returncode == -9 and len(list(target.parent.iterdir())) == 1   # the half-written temp file
+    write_jsonl(target, [{'a': 1}])
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
 
 
 @pytest.mark.case('P28')
