@@ -108,12 +108,12 @@ baseline: $(SETUP_STAMP) ## language-prior baselines (no image) on SPLIT, scored
 	$(PY) -m eval.baseline --train $(DATA)/swift/train-original.meta.jsonl --eval $(DATA)/swift/$(SPLIT).meta.jsonl \
 	  --out preds/baseline
 
-submit-task1: $(SETUP_STAMP) ## build, check and (with a token) upload the Subtask 1 repo for MODEL to HUB_REPO
+submit-task1: $(SETUP_STAMP) ## build, check and upload the Subtask 1 repo for MODEL to HUB_REPO (DRY_RUN=1: no upload)
 	$(PY) -m submission.task1 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task1 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
-submit-task2: $(SETUP_STAMP) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
+submit-task2: $(SETUP_STAMP) ## build, validate and upload the Subtask 2 repo (explanations, visuals, confidence; DRY_RUN=1: no upload)
 	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task2 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) \

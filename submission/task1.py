@@ -1,4 +1,4 @@
-"""Build, check and (with a token) upload the Subtask 1 submission for a fine-tuned model.
+"""Build, check and upload (a token and the hub checked first) the Subtask 1 submission for a fine-tuned model.
 
     python -m submission.task1 --model RUN/merged --hub-repo user/name [--name N] [--team submission/team.json]
         [--dataset LOCAL_COPY] [--dry-run] [--submit]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 STAGES = {
     'prepare': '`make prepare`', 'infer': '`make infer`', 'score': '`make score`',
-    'export': '`make sft` / `make export`', 'validate': 'task-2 validator', 'submit': '`make submit-task1` / `submit-task2`',
+    'export': '`make sft` / `make export`', 'validate': 'task-2 validator',
+    'submit': '`make submit-task1` / `submit-task2`',
     'security': 'security',
 }
 
@@ -39,10 +40,12 @@ _I = {
     'I1': ('SIGKILL after the first chunk, rerun', None), 'I2': ('SIGKILL of the resumed run later on, rerun', None),
     'I3': ('SIGKILL with --workers 2 (rows in .partial.0 and .partial.1), rerun', None),
     'I4': ('rerun with another --max-new-tokens over a partial', None),
-    'I5': ('partial whose last line is cut inside a multi-byte UTF-8 character', 10), 'I6': ('malformed JSONL line', None),
+    'I5': ('partial whose last line is cut inside a multi-byte UTF-8 character', 10),
+    'I6': ('malformed JSONL line', None),
     'I7': ('non-JSON line', None), 'I8': ('image path that no longer exists', None),
     'I9': ('image that exists but is truncated', 11), 'I10': ('empty input file (+ empty sidecar)', None),
-    'I11': ('sidecar missing', None), 'I12': ('sidecar one line short', None), 'I13': ('model folder that does not exist', None),
+    'I11': ('sidecar missing', None), 'I12': ('sidecar one line short', None),
+    'I13': ('model folder that does not exist', None),
     'I14': ('model folder without weights (configs only)', 12), 'I15': ('mistyped hub id nosuchuser/nosuchmodel', 12),
     'I16': ('SPLIT that does not exist', None), 'I17': ('CMYK / greyscale / 1x1 images (rows of P22-P24)', None),
 }
@@ -50,14 +53,16 @@ _E = {
     'E1': ('row without prediction', None), 'E2': ('prediction: null', None),
     'E3': ('prediction: 42; reference: null', None), 'E4': ('empty file', None), 'E5': ('blank lines only', None),
     'E6': ('non-JSON line', None), 'E7': ('a JSON array line', None), 'E8': ('file not UTF-8 (\\xff first byte)', 13),
-    'E9': ('mismatched length (a subset of the rows)', None), 'E10': ('--compare with files of different lengths', None),
+    'E9': ('mismatched length (a subset of the rows)', None),
+    'E10': ('--compare with files of different lengths', None),
     'E11': ('duplicated index', None), 'E12': ('empty-string prediction', None),
     'E13': ('unicode/emoji/zero-width/accents = the reference libraries', None),
     'E14': ('one prediction of ~200k words', None), 'E15': ('one prediction of 1M distinct words (11 MB)', None),
     'E16': ('no NLTK data (checkout without .nltk_data)', 14),
 }
 _T = {
-    'T1': ('unknown recipe', None), 'T2': ('misspelled flag in a recipe', None), 'T3': ('bad value --max_steps four', None),
+    'T1': ('unknown recipe', None), 'T2': ('misspelled flag in a recipe', None),
+    'T3': ('bad value --max_steps four', None),
     'T4': ('misspelled flag via SFT_ARGS', None), 'T5': ('NPROC_PER_NODE=4, CUDA_VISIBLE_DEVICES empty', None),
     'T6': ('same, CUDA_VISIBLE_DEVICES unset', None), 'T7': ('data folder that does not exist', None),
     'T8': ('RESUME=1 with no checkpoint', None),
@@ -72,8 +77,10 @@ _V = {
     'V14': ('visual data ../../etc/passwd', None), 'V15': ('../ to a real PNG of the right size outside', None),
     'V16': ('absolute /etc/passwd', None), 'V17': ("absolute path to the folder's own PNG", None),
     'V18': ('backslash path', None), 'V19': ('heatmap a symlink to a PNG outside', None),
-    'V20': ('visuals/ a symlink to a folder outside', None), 'V21': ('symlink to a PNG inside the folder (accepted)', None),
-    'V22': ('heatmap of the wrong size', None), 'V23': ('truncated PNG', None), 'V24': ('PNG magic + random bytes', None),
+    'V20': ('visuals/ a symlink to a folder outside', None),
+    'V21': ('symlink to a PNG inside the folder (accepted)', None),
+    'V22': ('heatmap of the wrong size', None), 'V23': ('truncated PNG', None),
+    'V24': ('PNG magic + random bytes', None),
     'V25': ('PNG with valid chunks and CRCs but undecodable pixels', 16), 'V26': ('JPEG bytes named .png', None),
     'V27': ('heatmap file missing', None), 'V28': ('heatmap path is a folder', None),
     'V29': ('box outside the image', None), 'V30': ('box with negative x', None), 'V31': ('inverted box', None),
@@ -88,7 +95,8 @@ _V = {
 }
 _U = {
     'U1': ('team file without Country', None), 'U2': ('empty Team_Name', None), 'U3': ('bad e-mail', None),
-    'U4': ('placeholder left', None), 'U5': ('unknown field', None), 'U6': ('team file not JSON / a list / missing', None),
+    'U4': ('placeholder left', None), 'U5': ('unknown field', None),
+    'U6': ('team file not JSON / a list / missing / not UTF-8', None),
     'U7': ('HUB_REPO user/name/extra, user/, ../../etc', None), 'U8': ('HUB_REPO with a space or a leading dash', None),
     'U9': ('HUB_REPO the hub rejects (user/a--b, user/name.git, user/.., user/-name)', 17),
     'U10': ('no DRY_RUN, no token: refused before any work', 18),
@@ -99,7 +107,8 @@ _U = {
 }
 _X = {
     'X1': ('image column pointing outside the dataset folder', 7),
-    'X2': ('img_id ../../../x or an absolute path', 8), 'X3': ('visual data escaping the task-2 folder (V14-V21)', None),
+    'X2': ('img_id ../../../x or an absolute path', 8),
+    'X3': ('visual data escaping the task-2 folder (V14-V21)', None),
     'X4': ('no code runs data: no shell=True, os.system, eval, exec, pickle, torch.load, yaml.load, marshal', None),
     'X5': ('team-file strings in the generated script stay strings', None),
     'X6': ('the hub token never in output, logs, files or exceptions', None),
@@ -119,7 +128,8 @@ _B = {
     'B-task1-kill': ('submit', 'submit-task1: SIGKILL at 3 points of the build, rerun: byte-identical, no debris'),
     'B-task1-conc': ('submit', 'submit-task1: a second build of the same name while one runs: refused'),
     'B-task1-disk': ('submit', 'submit-task1: full disk: one-line error, previous build intact'),
-    'B-task2-kill': ('submit', 'submit-task2: SIGKILL with a row cached, rerun: byte-identical, no debris'),
+    'B-task2-kill': ('submit', 'submit-task2: SIGKILL with a row cached and before the swap, rerun: '
+                                'byte-identical, no debris'),
     'B-task2-conc': ('submit', 'submit-task2: a second build of the same name while one runs: refused'),
     'B-task2-disk': ('submit', 'submit-task2: full disk: one-line error, previous build intact'),
     'B-token': ('security', 'the token never in output or files of export, both submissions, hub and medvqa errors'),

@@ -36,6 +36,16 @@ def pytest_runtest_makereport(item, call):
             RESULTS[cid] = {'outcome': status, 'reason': reason.removeprefix('Skipped: ')}
 
 
+HEAVY = {'runner', 'tiny_model_dir', 'trained_run'}   # a model, a training run or the fork server: `make test` only
+
+
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents and HEAVY & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session):
     path = os.environ.get('RELIABILITY_RESULTS')
     if path and RESULTS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import importlib
 import multiprocessing
@@ -21,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -90,7 +91,6 @@ class Run:
     out: str
     err: str
     pid: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Runner:
@@ -231,6 +231,7 @@ def files_mode(root: Path) -> set[int]:
 
 # ---- full disks ------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
 def can_mount() -> str | None:
     """None when this process may mount a tmpfs, else why not (the disk-full cases then skip)."""
     if os.geteuid() != 0:

@@ -1,7 +1,7 @@
 """Run the reliability suite and regenerate the case table of docs/reliability.md from its outcomes.
 
     python -m tests.faults.report            # runs `pytest tests/faults`, rewrites the generated part of the doc
-    python -m tests.faults.report --results R.json [--seconds S]   # from a run already made (RELIABILITY_RESULTS=R.json)
+    python -m tests.faults.report --results R.json [--seconds S]   # from a finished run (RELIABILITY_RESULTS=R.json)
 
 The table is written between the two GENERATED markers of docs/reliability.md; nothing else there is touched.
 """
@@ -28,7 +28,8 @@ MARK = {'passed': 'survived', 'failed': '**FAILED**', 'skipped': 'skipped', None
 def run_suite(results: Path) -> float:
     start = time.monotonic()
     env = dict(os.environ, RELIABILITY_RESULTS=str(results))
-    subprocess.run([sys.executable, '-m', 'pytest', 'tests/faults', '-q', '-p', 'no:cacheprovider'], cwd=REPO, env=env)
+    subprocess.run([sys.executable, '-m', 'pytest', 'tests/faults', '-q', '-p', 'no:cacheprovider', '--durations=25'],
+                   cwd=REPO, env=env)
     return time.monotonic() - start
 
 

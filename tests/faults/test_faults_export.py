@@ -3,8 +3,6 @@ starts), resume after a kill during a checkpoint save, an unreachable hub, SIGKI
 rename, a second export, a full disk."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 

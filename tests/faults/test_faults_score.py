@@ -122,7 +122,8 @@ def test_unicode_scores_equal_the_libraries(tmp_path, capsys):
     import sacrebleu
     from rouge_score import rouge_scorer
     pairs = [('Ein Polyp 🙂 ist sichtbar', 'ein polyp ist sichtbar'), ('zero\u200bwidth café', 'zero width cafe'),
-             ('ＦＵＬＬ width، عربى', 'full width arabic'), ('naïve façade', 'naive facade'), ('polyp', 'polyp')]
+             ('ＦＵＬＬ width، عربى', 'full width arabic'), ('naïve façade', 'naive facade'),
+             ('polyp', 'polyp')]
     rows = [{'prediction': p, 'reference': r} for p, r in pairs]
     got = metrics.score([p for p, _ in pairs], [r for _, r in pairs])
     assert score_ok(write(tmp_path / 'p.jsonl', rows), capsys)[0] == {k: got[k] for k in metrics.REPORTED}

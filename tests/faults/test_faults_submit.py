@@ -73,7 +73,8 @@ def team_with(tmp_path, **changes) -> Path:
 @pytest.mark.parametrize('changes, part', [
     ({'Country': ...}, 'Country: missing field'), ({'Team_Name': ''}, 'Team_Name: empty value'),
     ({'Contact_emails': ['not-an-email']}, "Contact_emails: not an e-mail address: 'not-an-email'"),
-    ({'Team_Name': '<your team>'}, "Team_Name: placeholder left in: '<your team>'"), ({'Extra': 'x'}, 'Extra: unknown field')])
+    ({'Team_Name': '<your team>'}, "Team_Name: placeholder left in: '<your team>'"),
+    ({'Extra': 'x'}, 'Extra: unknown field')])
 def test_team_file_errors(tiny_model_dir, tmp_path, capsys, changes, part):
     team = team_with(tmp_path, **changes)
     argv = task1_argv(tiny_model_dir, tmp_path / 'build', '--dry-run', '--hub-repo', 'tester/t1')
@@ -326,15 +327,16 @@ def built2(runner, tiny_model_dir, synthetic_dataset, tmp_path_factory) -> tuple
 
 
 @pytest.mark.case('B-task2-kill', 'B-task2-conc', 'X7')
-def test_task2_sigkill_then_rerun(runner, tiny_model_dir, synthetic_dataset, built2, tmp_path, capsys):
-    """Killed once the first row is cached (the points of the final swap are task 1's: the same atomic_dir)."""
+def test_task2_sigkill_at_two_points_then_rerun(runner, tiny_model_dir, synthetic_dataset, built2, tmp_path,
+                                                capsys):
     reference = built2[1]
     build = tmp_path / 'build'
     argv = task2_argv(tiny_model_dir, synthetic_dataset, build, '--dry-run')
     final = build / 'tiny'
-    # paused there: a second build of the name is refused; then the first is killed
+    # paused once the first row is cached: a second build of the name is refused; then the first is killed
     with runner.paused_at('submission.task2', argv, Trigger('os.rename', '*/rows/1.json'), then='kill'):
         fails(task2.main, argv, capsys, f'error: {final}: another submission.task2 build is writing here now')
+    runner.killed_at('submission.task2', argv, Trigger('os.rename', str(final)))   # resumed; killed before the swap
     assert not final.exists() and debris(build)
     run = runner.run('submission.task2', argv)
     assert run.code == 0, run.err[-3000:]
