@@ -116,7 +116,7 @@ _X = {
 }
 _B = {
     'B-prepare-disk': ('prepare', 'full disk: one-line error, previous output intact, no debris'),
-    'B-infer-kill': ('infer', 'SIGKILL at 3 points (chunks, merge), rerun: byte-identical, no partial left'),
+    'B-infer-kill': ('infer', 'SIGKILL after a chunk and before the final rename, rerun: byte-identical, nothing left'),
     'B-infer-conc': ('infer', 'a second run on the same PRED while one runs: refused'),
     'B-infer-disk': ('infer', 'full disk: one-line error, previous PRED intact'),
     'B-score-kill': ('score', 'SIGKILL while the report is written, rerun: byte-identical report, no debris'),

@@ -51,7 +51,8 @@ def render(outcomes: dict[str, dict], seconds: float | None) -> str:
              f'({audit["failed"]} failed, {audit["skipped"]} skipped); the other {len(CASES) - len(AUDIT)} cases '
              '(U13, U14, B-*) go beyond it.']
     if seconds is not None:
-        notes.append(f'Suite run that produced this table: {seconds:.0f} s.')
+        notes.append(f'Wall time of the suite run that produced this table: {seconds:.0f} s (2-core machine shared with '
+                     'other work).')
     skipped = {cid: o['reason'] for cid, o in outcomes.items() if o['outcome'] == 'skipped'}
     if skipped:
         notes.append('Skipped on the machine that produced this table: ' +
