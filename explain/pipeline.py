@@ -48,8 +48,9 @@ def explain_row(runner, image: Image.Image, question: str, answer: str | None, h
     target = grounding_target(question)
     visuals, box_stats, grounding_output = [], grounding.BoxStats(), None
     if not _DENIES.search(answer):
-        grounding_output = runner.generate(image, grounding.grounding_prompt(target), grounding_tokens)
-        boxes, box_stats = grounding.boxes_from_output(grounding_output, runner.resized_size(image), (width, height))
+        grounding_output = runner.generate(image, grounding.grounding_prompt(target, runner.family), grounding_tokens)
+        boxes, box_stats = grounding.boxes_from_output(grounding_output, runner.resized_size(image), (width, height),
+                                                       runner.family)
         if boxes:
             labels = sorted({b['label'] for b in boxes if b['label']})
             named = f'"{", ".join(labels)}"' if labels else f'the {target}'

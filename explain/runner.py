@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from common.errors import InputError
+from common.model_family import DEFAULT_FAMILY, family, family_of_config, family_of_swift_name
 from common.qwen_vision import use_image_budget
 
 
@@ -46,11 +47,14 @@ class VLRunner:
         model_type, template = read_model_kind(str(model_dir), list(adapters or []))
         self.engine = TransformersEngine(str(model_dir), adapters=adapters or None, max_batch_size=8,
                                          model_type=model_type, template_type=template)
+        # the model family decides the turn-ending token and the grounding coordinates (common.model_family)
+        known = family_of_swift_name(template) or family_of_swift_name(model_type) or family_of_config(model_dir)
+        self.family = known.name if known else DEFAULT_FAMILY
         from inference.fast_attention import use_attention
         use_attention(self.engine.model, attention)  # as inference.predict does, so both give the same answers
         self.model, self.template = self.engine.model, self.engine.template
         self.tokenizer = self.template.processor.tokenizer
-        self.eos_id = self.tokenizer.convert_tokens_to_ids('<|im_end|>')
+        self.eos_id = self.tokenizer.convert_tokens_to_ids(family(self.family).end_of_turn)
         self.device = next(self.model.parameters()).device
         self.system = system  # a training-time system prompt (as in the ms-swift lines), else the template default
 
@@ -61,11 +65,14 @@ class VLRunner:
         return InferRequest(messages=messages, images=[image])
 
     def resized_size(self, image: Image.Image) -> tuple[int, int]:
-        """(width, height) of the image as the model saw it: what Qwen2.5-VL grounding coordinates refer to."""
+        """(width, height) of the image as the model saw it: what Qwen2.5-VL grounding coordinates refer to. Qwen
+        templates resize per image (the patch grid tells the size); Gemma 3 always resizes to its processor's size."""
         enc = self.template.encode(self._request(image, ''))
+        processor = self.template.processor.image_processor
+        if 'image_grid_thw' not in enc:
+            return int(processor.size['width']), int(processor.size['height'])
         _, gh, gw = [int(v) for v in enc['image_grid_thw'][0]]
-        patch = self.template.processor.image_processor.patch_size
-        return gw * patch, gh * patch
+        return gw * processor.patch_size, gh * processor.patch_size
 
     # ---------------------------------------------------------------- generation
     def generate(self, image: Image.Image, question: str, max_new_tokens: int = 64) -> str:
@@ -95,7 +102,7 @@ class VLRunner:
     def answer_logprob_batch(self, images: list[Image.Image], question: str, answer: str,
                              batch_size: int = 8) -> list[float]:
         """Summed log-prob of the answer tokens for each image (the occlusion signal); an empty answer is scored by
-        its <|im_end|>."""
+        its end-of-turn token."""
         ids = self._answer_ids(answer)
         ids = ids[:-1] or ids
         target = torch.tensor(ids, device=self.device)
@@ -112,8 +119,9 @@ class VLRunner:
         for im in images:
             enc = self.template.encode(self._request(im, question))
             enc['input_ids'] = list(enc['input_ids']) + list(ids)
-            if 'mm_token_type_ids' in enc:
-                enc['mm_token_type_ids'] = list(enc['mm_token_type_ids']) + [0] * len(ids)
+            for key in ('mm_token_type_ids', 'token_type_ids'):   # Qwen's / Gemma's: answer tokens are text (0)
+                if key in enc:
+                    enc[key] = list(enc[key]) + [0] * len(ids)
             enc.pop('labels', None)
             encoded.append(enc)
         lengths = {len(e['input_ids']) for e in encoded}
