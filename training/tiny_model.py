@@ -167,11 +167,11 @@ def qwen_generation_config(ids: dict):
                             pad_token_id=ids['<|endoftext|>'], do_sample=False, max_new_tokens=16)
 
 
-def build_qwen3_processor(tok):
+def build_qwen3_processor(tok, min_pixels: int = QWEN3_IMAGE_MIN_PIXELS, max_pixels: int = QWEN3_IMAGE_MAX_PIXELS):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     half = [0.5, 0.5, 0.5]   # Qwen3-VL normalises with mean = std = 0.5 (Qwen2.5-VL: the CLIP values)
-    size = {'shortest_edge': QWEN3_IMAGE_MIN_PIXELS, 'longest_edge': QWEN3_IMAGE_MAX_PIXELS}
+    size = {'shortest_edge': min_pixels, 'longest_edge': max_pixels}
     image = Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=half,
                                   image_std=half)
     video = Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=half, image_std=half)
