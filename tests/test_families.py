@@ -142,15 +142,23 @@ def make(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope='module')
-def prepared(synthetic_dataset, tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp('families') / 'prepared'
-    make('prepare', f'DATASET={synthetic_dataset}', f'DATA={data}', 'AUG_K=1')
+def small_dataset(tmp_path_factory) -> Path:
+    """8 synthetic images: 33 train, 6 val, 9 test (= task 1 public) and 3 task 2 rows: quick on 2 cores."""
+    out = tmp_path_factory.mktemp('families') / 'synthetic'
+    make('synthetic', f'OUT={out}', 'IMAGES_N=8')
+    return out
+
+
+@pytest.fixture(scope='module')
+def prepared(small_dataset) -> Path:
+    data = small_dataset.parent / 'prepared'
+    make('prepare', f'DATASET={small_dataset}', f'DATA={data}', 'AUG_K=1')
     return data
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('arch', ['qwen3_vl', 'gemma3'])
-def test_whole_cpu_path(arch, tiny_model_of, prepared, synthetic_dataset, tmp_path):
+def test_whole_cpu_path(arch, tiny_model_of, prepared, small_dataset, tmp_path):
     fam = family(arch)
     run, preds, build = tmp_path / 'run', tmp_path / 'preds', tmp_path / 'submission'
     common = [f'DATA={prepared}', f'RUN={run}', 'NAME=fam', 'MAX_NEW_TOKENS=4', f'SUBMISSION_BUILD={build}']
@@ -174,20 +182,19 @@ def test_whole_cpu_path(arch, tiny_model_of, prepared, synthetic_dataset, tmp_pa
     merged = run / 'merged'
     assert json.loads((merged / 'config.json').read_text())['model_type'] == fam.config_model_type
 
-    # infer (transformers) + score, on the Task 2 questions and on the labelled val split (calibration)
-    for split in ('task2_val-original', 'val-original'):
-        make('infer', *common, f'SPLIT={split}', f'PRED={preds / split}.jsonl', 'BACKEND=transformers',
-             'INFER_ARGS=--logprobs')
-        rows = read_jsonl(preds / f'{split}.jsonl')
-        assert len(rows) == len(read_jsonl(prepared / 'swift' / f'{split}.jsonl'))
-        assert all(isinstance(r['prediction'], str) and len(r['token_logprobs']) <= 4 for r in rows)
-    score = make('score', f'PRED={preds}/task2_val-original.jsonl', f'REPORT={tmp_path}/report')
+    # infer (transformers) + score, on the Task 2 questions
+    pred = preds / 'task2_val-original.jsonl'
+    make('infer', *common, 'SPLIT=task2_val-original', f'PRED={pred}', 'BACKEND=transformers', 'INFER_ARGS=--logprobs')
+    rows = read_jsonl(pred)
+    assert len(rows) == len(read_jsonl(prepared / 'swift' / 'task2_val-original.jsonl'))
+    assert all(isinstance(r['prediction'], str) and len(r['token_logprobs']) <= 4 for r in rows)
+    score = make('score', f'PRED={pred}', f'REPORT={tmp_path}/report')
     scores = json.loads(next(line for line in score.stdout.splitlines() if line.startswith('{"bleu"')))
     assert set(scores) == {'bleu', 'rouge1', 'rouge2', 'rougeL', 'meteor'}
 
     # submit-task1 (dry run): the generated script loads this model type, keeps the organizers' contract, ran offline
     make('submit-task1', *common, 'HUB_REPO=tester/medico-t1', 'TEAM=submission/team.demo.json',
-         f'SUBMIT_DATASET={synthetic_dataset}', 'DRY_RUN=1')
+         f'SUBMIT_DATASET={small_dataset}', 'DRY_RUN=1')
     t1 = build / 'task1' / 'fam'
     code = (t1 / 'submission_task1.py').read_text()
     assert f"MODEL_TYPE = '{fam.swift_model_type}'" in code and f"TEMPLATE_TYPE = '{fam.swift_template}'" in code
@@ -195,11 +202,11 @@ def test_whole_cpu_path(arch, tiny_model_of, prepared, synthetic_dataset, tmp_pa
     predictions = json.loads((t1 / 'predictions_1.json').read_text())['predictions']
     assert len(predictions) == len(read_jsonl(prepared / 'swift' / 'task1_public-original.jsonl'))
 
-    # submit-task2 (dry run): explanations, the family's grounding prompt, heatmaps, calibrated confidence, validated
+    # submit-task2 (dry run): explanations, the family's grounding prompt, heatmaps, confidence calibrated on val rows
+    # the model answers now (the default CALIBRATION: DATA's labelled val split), strict validation
     make('submit-task2', *common, 'HUB_REPO=tester/medico-t2', 'TEAM=submission/team.demo.json',
-         f'SUBMIT_DATASET={synthetic_dataset}', 'DRY_RUN=1', f'TASK1_PRED={preds}/task2_val-original.jsonl',
-         f'CALIBRATION={preds}/val-original.jsonl',
-         'TASK2_ARGS=--limit 3 --grid 2 --probe-tokens 4 --grounding-tokens 8')
+         f'SUBMIT_DATASET={small_dataset}', 'DRY_RUN=1', f'TASK1_PRED={pred}',
+         'TASK2_ARGS=--calibration-limit 3 --grid 2 --probe-tokens 4 --grounding-tokens 8')
     t2 = build / 'task2' / 'fam'
     rows = read_jsonl(t2 / 'submission_task2.jsonl')
     assert [r['val_id'] for r in rows] == [0, 1, 2]
