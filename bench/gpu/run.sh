@@ -27,7 +27,9 @@
 # On 80 GB cards the <bs> > 8 stages run at batch 8. bench/gpu/lanes.sh runs two stage lists on two GPUs at once.
 # Writes $OUT/summary.json, $OUT/logs.tgz; the console shows the table last.
 set -uo pipefail
-OUT=${OUT:-/tmp/bench_out}; W=${W:-/tmp/bench}; L=$W/logs
+# logs per model family (the summary's MFU uses one model's parameter counts); the data is shared
+OUT=${OUT:-/tmp/bench_out}; W=${W:-/tmp/bench}
+LOGS=logs$([ "${ARCH:-qwen2_5_vl}" = qwen2_5_vl ] || echo "_$ARCH"); L=$W/$LOGS
 BUDGET=${BUDGET:-560}; STEPS=${STEPS:-31}; PROFILE=${PROFILE:-29:3}; NINFER=${NINFER:-1000}
 mkdir -p "$OUT" "$L"
 export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -47,7 +49,7 @@ DATA=${DATA:-$W/data}; PLUGIN=bench/gpu/swift_plugin.py
 t0=${T0:-$(date +%s)}; el() { echo $(( $(date +%s) - t0 )); }; ts() { echo "[$(el)s]${GPU:+ gpu$GPU} $*"; }
 finish() {
   python3 -m bench.gpu.summarize "$L" "$MODEL" --out "$OUT/summary.json" 2>&1 | tail -40
-  tar -czf "$OUT/logs.tgz" -C "$W" logs; ts "done"
+  tar -czf "$OUT/logs.tgz" -C "$W" "$LOGS"; ts "done"
 }
 [ -n "${NOFINISH:-}" ] || trap finish EXIT
 export PYTHONPATH=/tmp/site:$PWD
@@ -66,11 +68,12 @@ print('python', sys.version.split()[0], {n: md.version(n) for n in names}, torch
       'cuda', torch.version.cuda, 'varlen_attn', importlib.util.find_spec('torch.nn.attention.varlen') is not None)
 EOF
 ts "build model + data"
-[ -f "$MODEL/config.json" ] || python3 -m bench.gpu.build_model "$MODEL" --arch $ARCH --device cuda > "$L/build.log" 2>&1 \
+[ -f "$MODEL/config.json" ] || python3 -m bench.gpu.build_model "$MODEL" --arch $ARCH --device cuda \
+  > "$L/build.log" 2>&1 \
   || { tail -30 "$L/build.log"; exit 1; }
 [ -f "$DATA/swift/train-original.jsonl" ] || python3 -m bench.gpu.make_data "$DATA" 1536 --workers 16 > "$L/data.log" 2>&1 \
   || { tail -30 "$L/data.log"; exit 1; }
-tail -1 "$L/build.log"; tail -1 "$L/data.log"
+tail -1 "$L/build.log"; tail -1 "$L/data.log" 2>/dev/null   # no data.log: the data was there already
 fi
 
 left() { echo $(( BUDGET - $(el) )); }
@@ -96,7 +99,8 @@ plain() {  # the gpu.md anchor A, unchanged apart from the step count and the me
 }
 recipe() {  # name, batch, extra flags...: the real `make sft` path, one optimizer step = one batch
   local name=$1${SUFFIX:-} bs=$2; shift 2   # SUFFIX tells a repeated stage apart (e.g. warm Triton caches)
-  sft "$name" 150 env ${ALLOC_CONF:+PYTORCH_CUDA_ALLOC_CONF=$ALLOC_CONF} python3 -m training.launch --recipe $RECIPE --data "$DATA" \
+  sft "$name" 150 env ${ALLOC_CONF:+PYTORCH_CUDA_ALLOC_CONF=$ALLOC_CONF} python3 -m training.launch --recipe $RECIPE \
+    --data "$DATA" \
     --run "$W/run_$name" --model "$MODEL" -- --max_steps $STEPS --global_batch $(( bs * ${NP:-1} )) \
     --per_device_train_batch_size $bs \
     --logging_steps 5 --save_strategy no --eval_strategy no --report_to none --external_plugins $PLUGIN "$@"
