@@ -45,6 +45,14 @@ BACKEND ?= auto#                        auto = vLLM when installed and a GPU is 
 MAX_NEW_TOKENS ?= 64#                   answer length cap, shared by infer and both submissions (answers must agree)
 INFER_ARGS ?=#                          e.g. --batch-size 32 --logprobs
 REPORT  ?= $(basename $(PRED))-report
+ADAPTERS ?=#                            infer: LoRA adapter(s) on MODEL (folder or hub id; README: the x1 paper's one)
+# ---- serving and asking -------------------------------------------------------------------------------------------
+SERVE_HOST ?= 127.0.0.1#                serve: address to listen on (0.0.0.0 = every interface)
+SERVE_PORT ?= 8000#                     serve: port of the OpenAI-compatible endpoint
+SERVE_ARGS ?=#                          serve: extra `swift deploy` flags, e.g. --vllm_gpu_memory_utilization 0.8
+IMAGE   ?=#                             ask: one image file
+Q       ?=#                             ask: the question
+URL     ?=#                             ask: a running server (http://127.0.0.1:8000/v1) instead of loading MODEL here
 # ---- submission ---------------------------------------------------------------------------------------------------
 HUB_REPO ?=#                            user/name of the Hugging Face model repo the organizers will run
 TEAM    ?= submission/team.json#        team details (copy submission/team.example.json and fill it in)
@@ -53,9 +61,10 @@ SUBMIT  ?=#                             SUBMIT=1: also call `medvqa validate_and
 DRY_RUN ?=#                             DRY_RUN=1: build + check offline, never upload
 SUBMIT_DATASET ?=#                      local copy for the offline dry run of the generated script
 SUBMISSION_BUILD ?= submission/build#   where the hub-ready folders are built (task1/<NAME>, task2/<NAME>)
-TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# task-1 answers on the task-2 val set (make infer SPLIT=task2_val-original)
-CALIBRATION ?= $(DATA)/swift/val-original.jsonl# labelled held-out split for confidence calibration (predictions or ms-swift JSONL)
-TASK2_ARGS ?=#                          e.g. --grid 8 --calibration-method isotonic
+TASK1_PRED ?= preds/$(notdir $(RUN))/task2_val-original.jsonl# the Task 1 answers of task2_val (default + missing: make infer)
+CALIBRATION ?= preds/$(notdir $(RUN))/val-original.jsonl# labelled predictions with log-probs (default + missing: make infer)
+CALIBRATION_ROWS ?= 2000#               stratified sample of CALIBRATION used to calibrate (0 = every row)
+TASK2_ARGS ?=#                          e.g. --grid 4 --occlusion-max-pixels 200704 --calibration-method isotonic
 # ---- demo (offline, CPU) ------------------------------------------------------------------------------------------
 DEMO    ?= build/demo
 ARCH    ?= qwen2_5_vl#                  model family of `tiny-model` and `grounding-data`: qwen2_5_vl, qwen3_vl, gemma3
@@ -65,7 +74,7 @@ RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
 .PHONY: help setup stack test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
-        submit-task1 submit-task2 bench bench-prepare clean
+        submit-task1 submit-task2 bench bench-prepare clean serve ask recipes curves
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -103,9 +112,15 @@ grounding-data: $(STACK) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift
 	$(PY) -m data_prep.grounding_data $(if $(KVASIR_SEG),--kvasir-seg $(KVASIR_SEG)) \
 	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --family $(ARCH) --out $(DATA)/swift/grounding.jsonl
 
+recipes: $(STACK) ## list the recipes: model, method, topology, image budget, hardware (from the files)
+	$(PY) -m training.recipe
+
 sft: $(STACK) ## fine-tune RECIPE on DATA into RUN (NPROC_PER_NODE/NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT pass through)
 	$(PY) -m training.launch --recipe $(RECIPE) --data $(DATA) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
 	  $(if $(RESUME),--resume) $(if $(SFT_ARGS),-- $(SFT_ARGS))
+
+curves: $(STACK) ## redraw RUN/loss_curve.png (train/eval loss, learning rate) from RUN's logs, e.g. while training
+	$(PY) -m training.curves --run $(RUN)
 
 export: $(STACK) ## merge RUN's LoRA into RUN/merged, check it answers like the adapter (HUB_MODEL_ID= pushes it)
 	$(PY) -m training.export --run $(RUN) --out $(RUN)/merged --check-data $(DATA)/swift/val-original.jsonl \
@@ -113,7 +128,15 @@ export: $(STACK) ## merge RUN's LoRA into RUN/merged, check it answers like the 
 
 infer: $(STACK) ## answer DATA/swift/SPLIT.jsonl with MODEL (default RUN/merged) into PRED
 	$(PY) -m inference.predict --model $(INFER_MODEL) --data $(DATA)/swift/$(SPLIT).jsonl --out $(PRED) \
-	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(INFER_ARGS)
+	  --backend $(BACKEND) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(ADAPTERS),--adapters $(ADAPTERS)) $(INFER_ARGS)
+
+serve: $(STACK) ## OpenAI-compatible endpoint for MODEL (default RUN/merged) at SERVE_HOST:SERVE_PORT (swift deploy)
+	$(PY) -m inference.serve --model $(INFER_MODEL) --host $(SERVE_HOST) --port $(SERVE_PORT) --backend $(BACKEND) \
+	  $(if $(SERVE_ARGS),-- $(SERVE_ARGS))
+
+ask: $(STACK) ## one answer for IMAGE and question Q from MODEL (or from a running server at URL)
+	$(PY) -m inference.ask --image "$(IMAGE)" --question "$(Q)" $(if $(URL),--url $(URL),--model $(INFER_MODEL) \
+	  --backend $(BACKEND)) --max-new-tokens $(MAX_NEW_TOKENS)
 
 score: $(STACK) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
 	$(PY) -m eval.score $(PRED) --report $(REPORT)
@@ -127,12 +150,21 @@ submit-task1: $(STACK) ## build, check and (with a token) upload the Subtask 1 r
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task1 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
+# A TASK1_PRED or CALIBRATION given on the command line must exist (submission.task2 says so); the defaults are made
+# with `make infer` (same engine and settings as Task 1, with log-probs) when missing.
 submit-task2: $(STACK) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
+	$(call infer-if-missing,TASK1_PRED,task2_val-original)
+	$(call infer-if-missing,CALIBRATION,val-original)
 	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task2 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
-	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) \
-	  $(if $(wildcard $(TASK1_PRED)),--task1-predictions $(TASK1_PRED)) --calibration-data $(CALIBRATION) \
-	  $(TASK2_ARGS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+	  $(if $(IMAGES),--images $(IMAGES)) --answer-tokens $(MAX_NEW_TOKENS) --backend $(BACKEND) \
+	  --task1-predictions $(TASK1_PRED) $(if $(CALIBRATION),--calibration-data $(CALIBRATION)) \
+	  --calibration-rows $(CALIBRATION_ROWS) $(TASK2_ARGS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
+
+# $(call infer-if-missing,VAR,SPLIT): when VAR keeps its default and that file is missing, make it with `make infer`
+infer-if-missing = $(if $(filter file,$(origin $(1))),@test -e $($(1)) || { echo "$(1) not given and $($(1)) \
+  missing: making it with make infer SPLIT=$(2) INFER_ARGS=--logprobs"; $(MAKE) --no-print-directory infer \
+  SPLIT=$(2) PRED=$($(1)) INFER_ARGS="$(INFER_ARGS) --logprobs"; })
 
 demo: $(STACK) ## the whole path offline on CPU: tiny model + synthetic data through every target above
 	bash scripts/demo.sh $(DEMO)

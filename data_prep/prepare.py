@@ -30,7 +30,9 @@ from common.io import atomic_path, write_json
 from data_prep import augment, schema, sources, splits, subsets, to_swift
 
 SPLITS = ('train', 'test')
-DEFAULT_MAX_PIXELS = 1003520  # the Medico-2026 swift template's MAX_PIXELS (<= 1280 Qwen2.5-VL image tokens)
+# The default recipe's MAX_PIXELS (recipes/qwen2_5_vl/7B_lora.args, --env MAX_PIXELS): the token statistics show what
+# `make sft` will train on (tests/test_recipes.py checks that the two agree). MAX_PIXELS=... or --max-pixels override.
+DEFAULT_MAX_PIXELS = 640000
 
 
 def parse_args(argv=None) -> argparse.Namespace:

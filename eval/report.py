@@ -69,29 +69,88 @@ def _metric_cells(s: dict) -> list[str]:
     return [f'{s[k]:.4f}' for k in metrics.REPORTED]
 
 
-def _bar_plot(groups: dict[str, dict], title: str, path: Path, horizontal: bool = False) -> None:
+def value_label(value: float) -> str:
+    """A bar's printed value; a zero bar has no height, so its label is what shows it (as 0)."""
+    return f'{value:.3f}' if value else '0'
+
+
+def bar_figure(groups: dict[str, dict], title: str, horizontal: bool = False, series=metrics.REPORTED):
+    """Grouped bars: one group per key of `groups`, one bar per name in `series`, each bar labelled with its value."""
     names = list(groups)
-    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.45 * len(names) + 1.5)) if horizontal else (8, 4))
-    width = 0.8 / len(metrics.REPORTED)
-    for i, m in enumerate(metrics.REPORTED):
+    size = (10, max(3.0, 0.12 * len(names) * len(series) + 1.5)) if horizontal else (max(8, 1.6 * len(names)), 4.5)
+    fig, ax = plt.subplots(figsize=size)
+    width = 0.8 / len(series)
+    for i, m in enumerate(series):
         pos = [j + i * width for j in range(len(names))]
         vals = [groups[g][m] for g in names]
-        (ax.barh if horizontal else ax.bar)(pos, vals, width, label=m)
+        bars = (ax.barh if horizontal else ax.bar)(pos, vals, width, label=m)
+        ax.bar_label(bars, labels=[value_label(v) for v in vals], padding=2, fontsize=6,
+                     rotation=0 if horizontal else 90)
     ticks = [j + 0.4 - width / 2 for j in range(len(names))]
-    labels = [f'{g} (n={groups[g]["n"]})' for g in names]
+    labels = [f'{g} (n={groups[g]["n"]})' if 'n' in groups[g] else g for g in names]
     if horizontal:
         ax.set_yticks(ticks, labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(0, 1)
+        ax.set_xlim(0, 1.12)   # room for the value labels right of a full bar
     else:
         ax.set_xticks(ticks, labels, fontsize=8, rotation=20 if len(names) > 4 else 0)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.18)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncols=len(metrics.REPORTED), loc='lower right' if horizontal else 'upper right')
+    ax.legend(fontsize=8, ncols=len(series), loc='lower right' if horizontal else 'upper right')
     fig.tight_layout()
+    return fig
+
+
+def _bar_plot(groups: dict[str, dict], title: str, path: Path, horizontal: bool = False,
+              series=metrics.REPORTED) -> None:
+    fig = bar_figure(groups, title, horizontal, series)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=110)
     plt.close(fig)
+
+
+SETTINGS = ('original', 'augmented')   # the challenge's two image settings
+EXAMPLES = 2                           # best and worst rows shown per question class
+
+
+def settings_side_by_side(paths: list[str], results: dict, labels: dict) -> dict[str, dict] | None:
+    """{setting: entry (+ 'run' label)} for original and augmented when they come from two of the runs (one file per
+    setting, as `make infer` writes them), each from the first run that has rows of it; else None (a single file
+    with both settings has them in its per-setting breakdown)."""
+    found: dict[str, dict] = {}
+    for p in paths:
+        for setting, entry in results[p].get('setting', {}).items():
+            if setting in SETTINGS and setting not in found:
+                found[setting] = {**entry, 'run': labels[p]}
+    if len(found) < len(SETTINGS) or found['original']['run'] == found['augmented']['run']:
+        return None
+    return {s: found[s] for s in SETTINGS}
+
+
+def _cell(text, limit: int = 90) -> str:
+    text = ' '.join(str(text).split()).replace('|', '\\|')
+    if not text:
+        return '(empty)'
+    return text if len(text) <= limit else text[:limit - 1] + '…'
+
+
+def class_examples(rows: list[dict], scorer: metrics.Scorer, n: int = EXAMPLES) -> dict[str, dict[str, list[dict]]]:
+    """{question class: {'best': rows, 'worst': rows}} by per-row ROUGE-L F1 (the leaderboard's ROUGE-L before its
+    bootstrap), `n` each, a row never in both lists; ties keep file order."""
+    by_class: dict[str, list[tuple[float, int, dict]]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        rouge_l = scorer.rouge_pair(r['reference'], r['prediction'])[2].fmeasure
+        for key in group_keys(r, 'question_class'):
+            by_class[key].append((rouge_l, i, r))
+    out = {}
+    for key in sorted(by_class, key=lambda k: (-len(by_class[k]), k)):
+        ranked = sorted(by_class[key], key=lambda t: (-t[0], t[1]))
+        best = ranked[:n]
+        worst = [t for t in sorted(ranked, key=lambda t: (t[0], t[1])) if t not in best][:n]
+        out[key] = {name: [{'rougeL': round(score, 4), **{f: r.get(f) for f in ('img_id', 'question', 'reference',
+                                                                              'prediction')}} for score, _, r in part]
+                    for name, part in (('best', best), ('worst', worst))}
+    return out
 
 
 def write_report(runs: dict[str, list[dict]], out_dir: str | Path, seed: int | None = 42) -> dict:
@@ -130,6 +189,27 @@ def write_report(runs: dict[str, list[dict]], out_dir: str | Path, seed: int | N
         _bar_plot(main[field], f'{labels[paths[0]]}: {title}', png, horizontal=field == 'question_class')
         plots.append(png.name)
         md += ['', f'![{title}]({png.name})']
+    pair = settings_side_by_side(paths, results, labels)
+    if pair:
+        md += ['', '## Original vs augmented images', '',
+               'The challenge scores both settings; the gap shows how much the weak augmentation of the hidden '
+               'set costs.', '']
+        md += _table(['metric', *(f'{s} ({pair[s]["run"]}, n={pair[s]["n"]})' for s in SETTINGS),
+                      'augmented - original'],
+                     [[m, *(f'{pair[s][m]:.4f}' for s in SETTINGS),
+                       f'{pair["augmented"][m] - pair["original"][m]:+.4f}'] for m in metrics.REPORTED])
+        png = out_dir / 'settings.png'
+        by_metric = {m: {s: pair[s][m] for s in SETTINGS} for m in metrics.REPORTED}
+        _bar_plot(by_metric, 'original vs augmented images', png, series=SETTINGS)
+        plots.append(png.name)
+        md += ['', f'![original vs augmented]({png.name})']
+    examples = class_examples(runs[paths[0]], scorer)
+    if examples:
+        md += ['', '## Examples per question class (best and worst by ROUGE-L)', '']
+        md += _table(['class', '', 'ROUGE-L', 'question', 'reference', 'prediction'],
+                     [[key, kind, f'{e["rougeL"]:.3f}', _cell(e['question'] or ''), _cell(e['reference']),
+                       _cell(e['prediction'])] for key, parts in examples.items() for kind in ('best', 'worst')
+                      for e in parts[kind]])
     if len(paths) > 1:
         md += ['', '## Runs side by side', '']
         md += _table(['run', 'n', *metrics.REPORTED], [[labels[p], results[p]['overall']['n'],
@@ -144,7 +224,8 @@ def write_report(runs: dict[str, list[dict]], out_dir: str | Path, seed: int | N
         _bar_plot({labels[p]: results[p]['overall'] for p in paths}, 'runs side by side', png)
         plots.append(png.name)
         md += ['', f'![runs side by side]({png.name})']
-    report = {'seed': seed, 'labels': labels, 'runs': results, 'plots': plots}
+    report = {'seed': seed, 'labels': labels, 'runs': results, 'plots': plots, 'settings': pair,
+              'examples': examples}
     write_json(out_dir / 'report.json', report)
     with atomic_open(out_dir / 'report.md', 'w', encoding='utf-8') as f:
         f.write('\n'.join(md) + '\n')

@@ -1,10 +1,12 @@
 """Score a predictions file exactly like the leaderboard: prints one JSON object {bleu, rouge1, rouge2, rougeL, meteor}.
 
-    python -m eval.score PRED.jsonl [--report DIR] [--seed 42] [--compare OTHER.jsonl ...]
+    python -m eval.score PRED.jsonl [--report DIR] [--seed 42] [--compare OTHER.jsonl ...] [--no-pair]
 
 PRED.jsonl lines need `prediction` and `reference` strings; the other sidecar fields (img_id, question,
 question_class, complexity, setting) feed the report's breakdowns. `--report DIR` writes markdown + JSON + PNG plots
 (eval.report); `--compare` adds other runs side by side (to the report, or as a table on stderr without --report).
+The same split's file in the other image setting (`X-original.jsonl` <-> `X-augmented.jsonl`, the challenge's two
+settings) is added automatically when it exists: the report then has an original-vs-augmented table and plot.
 ROUGE uses evaluate's bootstrap under `--seed` (the leaderboard's own seed is unknown, so the 4th decimal of ROUGE
 can differ from it by ~1e-4; the report also gives the seed-free plain means).
 """
@@ -76,6 +78,16 @@ def run_labels(paths: list[str]) -> list[str]:
     return [f'{Path(p).parent.name}/{s}' if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
 
 
+def setting_sibling(path: str | Path) -> Path | None:
+    """The same split's predictions in the other image setting (`...-original.jsonl` <-> `...-augmented.jsonl`)."""
+    path = Path(path)
+    for this, other in (('-original', '-augmented'), ('-augmented', '-original')):
+        if this in path.stem:
+            head, _, tail = path.stem.rpartition(this)
+            return path.with_name(f'{head}{other}{tail}{path.suffix}')
+    return None
+
+
 def comparison_table(named_scores: dict[str, dict]) -> str:
     head = '| run | n | ' + ' | '.join(metrics.REPORTED) + ' |'
     lines = [head, '|' + '---|' * (len(metrics.REPORTED) + 2)]
@@ -92,9 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--seed', type=int, default=42, help='numpy seed for the ROUGE bootstrap (evaluate: seed=)')
     ap.add_argument('--compare', nargs='*', default=[], help='other predictions files to put side by side')
     ap.add_argument('--strict-ids', action='store_true', help='also reject repeated (img_id, question) pairs')
+    ap.add_argument('--no-pair', action='store_true',
+                    help='do not add the other image setting\'s file (X-original.jsonl <-> X-augmented.jsonl)')
     args = ap.parse_args(argv)
 
     rows = load_predictions(args.pred, strict_ids=args.strict_ids)
+    sibling = None if args.no_pair else setting_sibling(args.pred)
+    if sibling is not None and sibling.is_file() and str(sibling) not in args.compare:
+        print(f'note: {sibling} holds the other image setting: scored side by side (--no-pair: not)', file=sys.stderr)
+        args.compare.append(str(sibling))
     others = {p: load_predictions(p, strict_ids=args.strict_ids) for p in args.compare}
     if (n := repeated_pairs(rows)):
         print(f'note: {n} rows repeat an earlier (img_id, question, setting); scored as separate items',

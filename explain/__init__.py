@@ -1,11 +1,17 @@
-"""Subtask 2 explanations (docs/design.md): the Task 1 answer, self-probing text, grounding boxes, an occlusion heatmap
-and a calibrated confidence per val row.
+"""Subtask 2 explanations (docs/design.md), stage by stage over all val rows: the Task 1 answer as it is, self-probing
+text, grounding boxes, an occlusion heatmap and a calibrated confidence.
 
-    runner      the fine-tuned model through ms-swift's TransformersEngine, exactly as inference.predict runs it
+    stages      the stages over all rows (probes, grounding, occlusion, confidence, calibration, visuals) + assembly;
+                model stages run data-parallel over the visible GPUs; resumable (work)
+    work        the work folder: one file per stage, rows appended as they finish, merged in input order
+    scoring     teacher-forced log-probs of a fixed answer: a batched transformers forward or vLLM prompt log-probs
     probing     topic -> auxiliary questions; a composer that quotes only the model's own answers
     grounding   Qwen2.5-VL bbox prompt, JSON parsing, resized -> original coordinates, clipping, IoU
-    heatmap     occlusion grid -> upsampled map -> PNG overlay of the image's size
-    confidence  raw scores from token log-probs, correctness, temperature / isotonic calibration, ECE / Brier / NLL
-    pipeline    one row end to end; evaluation against synthetic geometry
-Imports point backwards only (common, data_prep, inference); submission.task2 drives it.
+    heatmap     occlusion views -> cells -> upsampled map -> PNG overlay of the image's size; cheaper-map agreement
+    confidence  raw scores from token log-probs, correctness, stratified calibration sample, temperature / isotonic
+                calibration, ECE / Brier / NLL
+    pipeline    what a row's entry says (box and heatmap entries, the justification); evaluation against synthetic
+                geometry
+Generation runs on inference.backends (the Task 1 engine and decoding). Imports point backwards only (common,
+data_prep, inference); submission.task2 drives it.
 """

@@ -7,9 +7,14 @@ exp(mean log p). Calibration: temperature scaling with a bias on the raw score's
 fitted by Newton's method on the NLL (T alone cannot move an over-confident model's scores below 0.5), or isotonic
 regression (pool-adjacent-violators). Correctness per question kind: closed questions by answer polarity, others by
 normalised exact match or ROUGE-L F1 >= 0.5 with the reference.
+
+Calibration data: predictions of a labelled held-out split written by `make infer INFER_ARGS=--logprobs` (each row's
+token_logprobs and first_top_logprobs are exactly what the submission rows' confidence reads), of which a stratified
+sample of at most CALIBRATION_ROWS rows (by question class, seeded) is used; nothing is re-answered.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -23,6 +28,8 @@ from common.errors import InputError
 EPS = 1e-6
 ROUGE_THRESHOLD = 0.5
 N_BINS = 10
+CALIBRATION_ROWS = 2000  # default cap of the stratified calibration sample
+SAMPLE_SEED = 0
 _CLOSED = re.compile(r'^\s*(is|are|was|were|does|do|did|can|could|has|have|had|will|would|should)\b', re.I)
 _NEG = re.compile(r'\b(no|not|none|without|absent|neither|nor|never|nothing|free of|negative)\b', re.I)
 
@@ -78,14 +85,70 @@ def raw_score(question: str, answer: str, token_logprobs, first_top: dict[str, f
     return geometric_mean_prob(token_logprobs)
 
 
+# ---------------------------------------------------------------- calibration data
+def calibration_inputs(path: str | Path) -> list[dict]:
+    """Rows of a predictions file with log-probs (inference.predict --logprobs on a labelled split), checked."""
+    from common.io import read_jsonl
+    rows = read_jsonl(path)
+    if not rows:
+        raise InputError('no rows', file=str(path), field='--calibration-data')
+    for i, row in enumerate(rows, 1):
+        if 'messages' in row:
+            raise InputError('an ms-swift JSONL, not predictions: calibration reads the answers\' log-probs; make '
+                             'them with `make infer SPLIT=val-original INFER_ARGS=--logprobs`', file=str(path), row=i)
+        for key in ('question', 'prediction', 'reference', 'token_logprobs', 'first_top_logprobs'):
+            if key not in row:
+                hint = ' (predictions made with --logprobs by this version of inference.predict)' \
+                    if key in ('token_logprobs', 'first_top_logprobs') else ''
+                raise InputError(f'missing{hint}', file=str(path), row=i, field=key)
+    return rows
+
+
+def question_stratum(row: dict) -> str:
+    """The calibration stratum of a row: its question_class (joined when several), else the question's topic."""
+    classes = row.get('question_class')
+    if isinstance(classes, str) and classes:
+        return classes
+    if isinstance(classes, list) and classes:
+        return '+'.join(sorted(str(c) for c in classes))
+    from explain.probing import classify_question
+    topics = classify_question(row.get('question', ''))
+    return topics[0] if topics else 'other'
+
+
+def stratified_sample(strata: list[str], n: int, seed: int = SAMPLE_SEED) -> list[int]:
+    """Indices (ascending) of at most n rows: each stratum gets its proportional share (largest remainders), drawn at
+    random within it (seeded). n <= 0 or n >= len(strata): every row."""
+    if n <= 0 or n >= len(strata):
+        return list(range(len(strata)))
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(strata):
+        groups.setdefault(s, []).append(i)
+    names = sorted(groups)
+    quota = {s: n * len(groups[s]) / len(strata) for s in names}
+    take = {s: int(quota[s]) for s in names}
+    for s in sorted(names, key=lambda s: (-(quota[s] - take[s]), s))[:n - sum(take.values())]:
+        take[s] += 1
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for s in names:
+        picked += rng.choice(groups[s], size=take[s], replace=False).tolist()
+    return sorted(picked)
+
+
 # ---------------------------------------------------------------- correctness
 def normalise(text: str) -> str:
     return ' '.join(re.sub(r'[^a-z0-9 ]+', ' ', text.lower()).split())
 
 
-def rouge_l(pred: str, ref: str) -> float:
+@functools.lru_cache(maxsize=1)
+def _rouge_l_scorer():
     from rouge_score import rouge_scorer
-    return rouge_scorer.RougeScorer(['rougeL']).score(ref, pred)['rougeL'].fmeasure
+    return rouge_scorer.RougeScorer(['rougeL'])
+
+
+def rouge_l(pred: str, ref: str) -> float:
+    return _rouge_l_scorer().score(ref, pred)['rougeL'].fmeasure
 
 
 def is_correct(question: str, prediction: str, reference: str) -> bool:

@@ -1,14 +1,12 @@
-"""One val row end to end: teacher-forced check of the answer, raw confidence, self-probes, grounding boxes,
-occlusion heatmap, and the composed justification. Also the synthetic-set evaluation against true geometry."""
+"""What a row's Subtask 2 entry says, from the stage outputs (explain.stages): which region grounding asks for, the
+box and heatmap entries, the composed justification. Also the synthetic-set evaluation against true geometry."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from explain import confidence, grounding, heatmap, probing
+from explain import grounding, probing
 
 # Answers that deny the finding get no box: a box would show something the model says is not there.
 _DENIES = re.compile(r'^\s*(no|none|nothing)\b|\bnot (present|observed|visible|seen|detected|identified|found)\b'
@@ -22,59 +20,36 @@ def grounding_target(question: str) -> str:
     return grounding.DEFAULT_TARGET
 
 
-def answer_confidence(runner, image, question: str, answer: str | None, answer_tokens: int = 64):
-    """(answer, raw confidence, matches): the model answers again greedily with log-probs; a given Task 1 answer must
-    be that same text (`matches`). If it is not, its confidence is its own teacher-forced geometric-mean probability."""
-    gen = runner.answer(image, question, answer_tokens)
-    if answer is None:
-        answer = gen.text
-    if gen.text == answer:
-        return answer, confidence.raw_score(question, answer, gen.token_logprobs, gen.first_top), True
-    n = max(1, len(runner.tokenizer(answer, add_special_tokens=False)['input_ids']))
-    return answer, float(np.exp(runner.answer_logprob_batch([image], question, answer)[0] / n)), False
+def denies(answer: str) -> bool:
+    return bool(_DENIES.search(answer))
 
 
-def explain_row(runner, image: Image.Image, question: str, answer: str | None, heatmap_path: Path, heatmap_rel: str,
-                grid: int = heatmap.DEFAULT_GRID, probe_tokens: int = 48, grounding_tokens: int = 128,
-                answer_tokens: int = 64) -> dict:
-    """Everything Subtask 2 needs for one row, plus the audit trail (probes, claims, raw grounding output).
-    `answer`: the Task 1 prediction, or None to let the model answer now."""
-    image = image.convert('RGB')
-    width, height = image.size
-    answer, raw, matches = answer_confidence(runner, image, question, answer, answer_tokens)
+def box_visual(boxes: list[dict], target: str) -> dict | None:
+    """The `bounding_box` entry for the boxes the model's grounding output gave (None when there are none)."""
+    if not boxes:
+        return None
+    labels = sorted({b['label'] for b in boxes if b['label']})
+    named = f'"{", ".join(labels)}"' if labels else f'the {target}'
+    return {'type': 'bounding_box', 'data': [b['box'] for b in boxes],
+            'description': f'Box(es) where the same model located {named} when asked to find the {target} this '
+                           'answer is about.'}
 
-    probes = probing.run_probes(runner, image, question, probe_tokens)
 
-    target = grounding_target(question)
-    visuals, box_stats, grounding_output = [], grounding.BoxStats(), None
-    if not _DENIES.search(answer):
-        grounding_output = runner.generate(image, grounding.grounding_prompt(target, runner.family), grounding_tokens)
-        boxes, box_stats = grounding.boxes_from_output(grounding_output, runner.resized_size(image), (width, height),
-                                                       runner.family)
-        if boxes:
-            labels = sorted({b['label'] for b in boxes if b['label']})
-            named = f'"{", ".join(labels)}"' if labels else f'the {target}'
-            visuals.append({'type': 'bounding_box', 'data': [b['box'] for b in boxes],
-                            'description': f'Box(es) where the same model located {named} when asked to find the '
-                                           f'{target} this answer is about.'})
+def heatmap_text(cells: np.ndarray, region: str) -> str:
+    if float(np.max(cells)) > 0:
+        return (f'Occlusion heatmap: hiding the {region} part of the image lowered the model\'s probability of this '
+                'answer the most (yellow = largest drop).')
+    return 'Occlusion heatmap: hiding no single region lowered the model\'s probability of this answer.'
 
-    cells = heatmap.occlusion_grid(runner, image, question, answer, grid)
-    heat = heatmap.upsample(cells, width, height)
-    heatmap.save_overlay(image, heat, heatmap_path)
-    region = heatmap.peak_region(heat)
-    if float(cells.max()) > 0:
-        heat_text = (f'Occlusion heatmap: hiding the {region} part of the image lowered the model\'s probability of '
-                     f'this answer the most (yellow = largest drop).')
-    else:
-        heat_text = 'Occlusion heatmap: hiding no single region lowered the model\'s probability of this answer.'
+
+def describe(question: str, answer: str, probes: list[dict], grounding_row: dict, heatmap_rel: str,
+             heat_text: str) -> dict:
+    """The row's Subtask 2 content from the stage outputs: visuals (box from the grounding output, then the
+    heatmap) and the composed justification with its claims."""
+    visuals = [v for v in [box_visual(grounding_row.get('boxes') or [], grounding_row['target'])] if v]
     visuals.append({'type': 'heatmap', 'data': heatmap_rel, 'description': heat_text})
-
     composed = probing.compose(question, answer, probes, visuals)
-    return {'answer': answer, 'textual_explanation': composed['text'], 'visual_explanation': visuals,
-            'raw_confidence': raw, 'greedy_consistent': matches,
-            'probes': probes, 'claims': composed['claims'], 'grounding_target': target,
-            'grounding_output': grounding_output, 'box_stats': box_stats.as_dict(),
-            'heatmap_cells': np.round(cells, 6).tolist(), 'heatmap_peak': region}
+    return {'textual_explanation': composed['text'], 'visual_explanation': visuals, 'claims': composed['claims']}
 
 
 # ---------------------------------------------------------------- evaluation against synthetic geometry

@@ -67,12 +67,6 @@ def probes_for(question: str) -> list[str]:
     return seen[:MAX_PROBES]
 
 
-def run_probes(runner, image, question: str, max_new_tokens: int = 48) -> list[dict]:
-    """Ask the probes with the same model and greedy decoding; each record is kept in the output for audit."""
-    return [{'key': k, 'question': PROBES[k], 'answer': runner.generate(image, PROBES[k], max_new_tokens)}
-            for k in probes_for(question)]
-
-
 def _quote(text: str) -> str:
     words = ' '.join(text.split()).split(' ')
     short = ' '.join(words[:MAX_QUOTE_WORDS]) + (' …' if len(words) > MAX_QUOTE_WORDS else '')

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from common.model_family import family_of_config
 
 TRANSFORMERS_BATCH = 16       # requests per forward pass on the transformers engine (CPU)
 TRANSFORMERS_BATCH_GPU = 128  # on a GPU: 128 + fast attention ran 3.2x the medvqa template (batch 16) on an H200
-VLLM_CHUNK = 512          # requests handed to vLLM at once (it schedules them itself); also the resume granularity
+VLLM_CHUNK = 512          # Backend.answer with VllmEngine: requests handed over at once (predict streams instead)
+TOP_LOGPROBS = 20         # alternatives kept at the first answer token (the Subtask 2 yes/no confidence reads them)
 
 
 def choose_backend(name: str, n_gpus: int) -> str:
@@ -44,13 +46,15 @@ def swift_request(prompt: dict):
 
 
 def request_config(max_new_tokens: int, logprobs: bool):
-    """Greedy decoding (temperature 0); logprobs of the chosen token only."""
+    """Greedy decoding (temperature 0); with logprobs, the chosen token's and the top alternatives at each step."""
     from swift import RequestConfig
-    return RequestConfig(max_tokens=max_new_tokens, temperature=0, logprobs=logprobs)
+    return RequestConfig(max_tokens=max_new_tokens, temperature=0, logprobs=logprobs,
+                         top_logprobs=TOP_LOGPROBS if logprobs else None)
 
 
 def parse_response(response: Any, logprobs: bool) -> dict:
-    """A ChatCompletionResponse -> {'prediction'} (+ 'tokens', 'token_logprobs': one entry per generated token)."""
+    """A ChatCompletionResponse -> {'prediction'} (+ 'tokens', 'token_logprobs': one entry per generated token, and
+    'first_top_logprobs': the first token's top alternatives, token text -> log-prob, the largest per text)."""
     if isinstance(response, Exception):
         raise response
     choice = response.choices[0]
@@ -61,6 +65,10 @@ def parse_response(response: Any, logprobs: bool) -> dict:
         out['token_logprobs'] = [float(t['logprob']) for t in content]
         if not all(math.isfinite(x) for x in out['token_logprobs']):
             raise RuntimeError(f'non-finite token log-probability in {out["token_logprobs"]}')
+        first: dict[str, float] = {}
+        for alt in (content[0].get('top_logprobs') or []) if content else []:
+            first[str(alt['token'])] = max(first.get(str(alt['token']), -math.inf), float(alt['logprob']))
+        out['first_top_logprobs'] = first
     return out
 
 
@@ -113,6 +121,32 @@ class Backend:
         return [parse_response(r, self.logprobs) for r in responses]
 
 
+class BatchAdapter:
+    """A Backend as the stream's engine adapter (inference.stream): takes prompts until a batch is full, then answers
+    the batch; the last, partial batch runs once no more prompts are coming."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.batch: list[tuple[int, dict]] = []
+
+    def capacity(self) -> int:
+        return self.backend.chunk_size - len(self.batch)
+
+    def pending(self) -> int:
+        return len(self.batch)
+
+    def ready(self, more_coming: bool) -> bool:
+        return len(self.batch) >= self.backend.chunk_size or (bool(self.batch) and not more_coming)
+
+    def submit(self, key: int, prompt: dict) -> None:
+        self.batch.append((key, prompt))
+
+    def step(self) -> list[tuple[int, dict]]:
+        keys, prompts = zip(*self.batch)
+        self.batch = []
+        return list(zip(keys, self.backend.answer(list(prompts))))
+
+
 def load_backend(name: str, model: str, adapters: list[str], *, max_new_tokens: int, logprobs: bool,
                  batch_size: int | None = None, model_type: str | None = None, template: str | None = None,
                  max_model_len: int | None = None, limit_mm_per_prompt: dict | None = None,
@@ -130,11 +164,19 @@ def load_backend(name: str, model: str, adapters: list[str], *, max_new_tokens: 
         from inference.fast_attention import use_attention
         use_attention(engine.model, attention)
         return Backend(engine, batch, max_new_tokens, logprobs)
-    if name == 'vllm':
+    if name == 'vllm':  # chunked VllmEngine.infer (inference.predict streams instead: inference.vllm_engine)
+        import torch
         from swift.infer_engine.vllm_engine import VllmEngine
-        chunk = batch_size or VLLM_CHUNK
-        engine = VllmEngine(model, adapters=adapters or None, tensor_parallel_size=tensor_parallel,
-                            max_model_len=max_model_len, limit_mm_per_prompt=limit_mm_per_prompt,
-                            max_num_seqs=min(256, chunk), max_lora_rank=lora_rank(adapters), **kinds)
-        return Backend(engine, chunk, max_new_tokens, logprobs)
+
+        from inference import vllm_engine as ve
+        kwargs = ve.vllm_engine_kwargs(ve.read_config(model), max_model_len=max_model_len or 4096,
+                                       max_num_seqs=batch_size, limit_mm_per_prompt=limit_mm_per_prompt,
+                                       tensor_parallel=tensor_parallel,
+                                       max_lora_rank=lora_rank(adapters) if adapters else None,
+                                       big_gpu=ve.device_memory_bytes() >= ve.BIG_GPU_BYTES,
+                                       max_pixels=int(os.environ['MAX_PIXELS']) if os.environ.get('MAX_PIXELS')
+                                       else None)
+        kwargs['torch_dtype'] = getattr(torch, kwargs['torch_dtype'])
+        engine = VllmEngine(model, adapters=adapters or None, **kinds, **kwargs)
+        return Backend(engine, VLLM_CHUNK, max_new_tokens, logprobs)
     raise ValueError(f'unknown backend {name!r}')

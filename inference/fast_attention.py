@@ -87,5 +87,5 @@ def wants_fast(choice: str) -> bool:
 
 
 def use_attention(model, choice: str) -> str:
-    """Apply an --attention choice to a loaded model (inference.backends and explain.runner load it the same way)."""
+    """Apply an --attention choice to a loaded model (inference.backends loads every engine this way)."""
     return use_fast_attention(model) if wants_fast(choice) else 'stock'

@@ -1,15 +1,21 @@
 """Answer a prepared ms-swift JSONL with a model: greedy decoding, one prediction row per input line, resumable.
 
     python -m inference.predict --model M [--adapters A] --data OUT/swift/test-original.jsonl --out PRED.jsonl \
-        [--backend auto|vllm|transformers] [--max-new-tokens 64] [--batch-size 16 CPU, 128 GPU] [--logprobs] [--max-pixels N] \
+        [--backend auto|vllm|transformers] [--max-new-tokens 64] [--batch-size N] [--logprobs] [--max-pixels N] \
         [--max-model-len 4096] [--limit-mm-per-prompt '{"image":1}'] [--tensor-parallel 1] [--gpus N] [--limit N] \
-        [--attention auto|fast|stock]
+        [--attention auto|fast|stock] [--gpu-memory-utilization 0.9] [--dtype auto] [--enforce-eager] \
+        [--engine-args JSON] [--encode-workers N]
 
 PRED.jsonl: per input line, in order, the sidecar (.meta.jsonl) fields + `prediction` + `reference` (the input's
-assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token). Rows are saved as they
-finish in PRED.jsonl.partial*; rerunning the same command skips them. With N visible GPUs, N // tensor-parallel
-worker processes (each with its own CUDA_VISIBLE_DEVICES) answer disjoint contiguous shards; the merge checks that
-every input line has exactly one row. `--workers K` forces K processes (also on CPU).
+assistant turn), and with --logprobs `tokens` + `token_logprobs` (one per generated token) + `first_top_logprobs` (the
+first token's top-20 alternatives, token text -> log-prob: what the Subtask 2 confidence reads). Prompts stream through
+the engine (inference.stream): with vLLM they are encoded ahead by worker processes (the ms-swift template, so image
+tokens equal training's) and handed over as the engine has room; finished rows are appended to PRED.partial* as
+they come, in any order; rerunning the same command skips them. With N visible GPUs, N // tensor-parallel worker
+processes (each with its own CUDA_VISIBLE_DEVICES) answer disjoint contiguous shards; the merge checks that every
+input line has exactly one row. `--workers K` forces K processes (also on CPU).
+Beside PRED: PRED.timing.json (start-up breakdown, rows/s, where the parent's time went, rows finished per 5 s) and,
+with vLLM, PRED.vllm.log (vLLM's own log lines, read back for the breakdown and to name the knob when it fails).
 """
 from __future__ import annotations
 
@@ -19,15 +25,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from common.errors import InputError, cli_main
-from common.io import read_jsonl
+from common.hub import use_hub_defaults
+from common.io import read_jsonl, write_json
+from common.procs import die_with_parent, die_with_spawning_parent, mark_parent
 from common.qwen_vision import use_image_budget
-from common.run_env import image_budget
+from common.run_env import image_budget, read_run_env
 from inference import shards
 from inference.backends import choose_backend, prompt_of
 from inference.fast_attention import ATTENTION_CHOICES
+
+STARTED = time.monotonic()  # this process's start, for the timing breakdown
+if __name__ == '__mp_main__':   # a child spawned by this module (vLLM's engine core, an encode worker): no orphans
+    die_with_spawning_parent()
 
 
 def sidecar_path(data: str | os.PathLike) -> Path:
@@ -73,6 +86,19 @@ def load_inputs(data: str, limit: int | None = None) -> tuple[list[dict], list[d
     return prompts, metas, references
 
 
+def training_budget(model: str, adapters: list[str], explicit: int | None) -> int | None:
+    """MAX_PIXELS for this run: --max-pixels, else the training value saved with the model (merged: its folder) or
+    with a LoRA adapter's run (RUN/medico_env.json, above RUN/v<N>-<time>/checkpoint-<step>), else $MAX_PIXELS."""
+    if explicit:
+        return explicit
+    folders = [model] + [c for a in adapters for c in (Path(a), *list(Path(a).parents)[:2])]
+    for folder in folders:
+        value = read_run_env(folder).get('MAX_PIXELS')
+        if value:
+            return int(value)
+    return image_budget(None)
+
+
 def check_model_path(path: str, flag: str) -> None:
     """A local folder must exist; `org/name` (one slash, not a path on disk) is left to ms-swift as a hub id."""
     if os.path.exists(path):
@@ -88,6 +114,8 @@ def run_id(args) -> str:
            'adapters': [os.path.abspath(a) for a in args.adapters], 'data': os.path.abspath(args.data),
            'max_new_tokens': args.max_new_tokens, 'logprobs': args.logprobs, 'max_pixels': args.max_pixels,
            'attention': args.attention}
+    if args.dtype != 'auto':   # (auto keeps the key, and so resumable partial files, of earlier versions)
+        key['dtype'] = args.dtype
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -119,29 +147,143 @@ def plan_groups(gpus: list[str], tensor_parallel: int, workers: int | None) -> l
     return [gpus[i * tensor_parallel:(i + 1) * tensor_parallel] for i in range(n)]
 
 
-def answer_lines(args, backend_name: str, lines: list[int], partial: Path, rank: int = 0) -> None:
-    """Answer the given input lines in chunks, appending each finished chunk to `partial`."""
+def sibling(out: str | os.PathLike, suffix: str) -> Path:
+    """PRED.jsonl -> PRED<suffix> (e.g. preds/run/test.timing.json): files that belong to a predictions file."""
+    out = Path(out)
+    stem = out.name[:-len('.jsonl')] if out.name.endswith('.jsonl') else out.name
+    return out.with_name(stem + suffix)
+
+
+def default_encode_workers(backend_name: str) -> int:
+    """vLLM: a few processes encode ahead (~10 ms a prompt each, image resizing included; the engine answers ~50 a
+    second on an H200); transformers: 0 (its engine encodes each batch itself)."""
+    if backend_name != 'vllm':
+        return 0
+    return min(4, max(1, (os.cpu_count() or 2) // 4))
+
+
+def open_vllm(args, timings: dict, rank: int | None):
+    """vLLM's engine (ms-swift's VllmEngine with our knobs) + its stream adapter + the encode workers, started first
+    so that their start-up overlaps the engine's."""
+    from inference import vllm_engine as ve
+    from inference.backends import lora_rank, read_model_kind
+    from inference.stream import Prefetcher
+
+    ve.quiet_offline_env()
+    cache = ve.compile_cache_dir(args.model)
+    if cache:
+        ve.use_compile_cache(cache)
+    timings['compile_cache'] = cache or '~/.cache/vllm'
+    log = ve.VllmLog(sibling(args.out, '.vllm.log' if rank is None else f'.vllm.{rank}.log'))
+    config = ve.read_config(args.model)
+    dtype = ve.engine_dtype(config, args.dtype)
+    workers = args.encode_workers if args.encode_workers is not None else default_encode_workers('vllm')
+    # the workers start first (they resolve model_type/template themselves, as below), so that their imports and
+    # template overlap this process's and the engine's start-up
+    setup = {'model': args.model, 'adapters': args.adapters, 'model_type': args.model_type,
+             'template_type': args.template, 'max_pixels': args.max_pixels, 'torch_dtype': dtype,
+             'max_model_len': args.max_model_len}
+    prefetcher = Prefetcher(workers, 'vllm', setup) if workers else None
+    try:
+        if prefetcher:
+            prefetcher.warm_up()
+        t0 = time.monotonic()
+        import swift.infer_engine.vllm_engine  # noqa: F401  (ms-swift + vLLM + torch: timed on their own)
+        timings['import_s'] = round(time.monotonic() - t0, 2)
+        model_type, template_type = args.model_type, args.template
+        if not (model_type or template_type):
+            model_type, template_type = read_model_kind(args.model, args.adapters)
+        kwargs = ve.vllm_engine_kwargs(
+            config, max_model_len=args.max_model_len, max_num_seqs=args.batch_size,
+            gpu_memory_utilization=args.gpu_memory_utilization, dtype=dtype, enforce_eager=args.enforce_eager,
+            limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel,
+            max_lora_rank=lora_rank(args.adapters) if args.adapters else None,
+            big_gpu=ve.device_memory_bytes() >= ve.BIG_GPU_BYTES, max_pixels=args.max_pixels,
+            extra=args.engine_args)
+        timings['engine_kwargs'] = kwargs
+        engine = ve.load_vllm(args.model, args.adapters, model_type=model_type, template_type=template_type,
+                              kwargs=kwargs, log=log, timings=timings)
+    except BaseException:
+        if prefetcher:
+            prefetcher.close()
+        log.close()
+        raise
+    timings.update(ve.parse_startup_log(log.text()))
+    if prefetcher is None:  # in-process encoding with the engine's own template
+        prefetcher = Prefetcher(0, 'vllm', {'template': engine.template, 'max_model_len': args.max_model_len})
+    adapter = ve.VllmAdapter(engine, max_new_tokens=args.max_new_tokens, logprobs=args.logprobs,
+                             capacity=ve.in_flight(kwargs['max_num_seqs']))
+    timings['encode_workers'] = workers
+    return adapter, prefetcher, log
+
+
+def answer_lines(args, backend_name: str, lines: list[int], partial: Path, rank: int | None = None) -> None:
+    """Answer the given input lines, streaming them through the engine and appending each row to `partial` as it
+    finishes; writes the timing breakdown beside PRED."""
     from tqdm import tqdm
 
-    from inference.backends import load_backend
+    from inference.backends import BatchAdapter, load_backend
+    from inference.stream import PartialWriter, Prefetcher, stream
 
     if args.max_pixels:
         use_image_budget(args.max_pixels)   # read by ms-swift's Qwen-VL image resizing
     prompts, metas, references = load_inputs(args.data, args.limit)
-    backend = load_backend(backend_name, args.model, args.adapters, max_new_tokens=args.max_new_tokens,
-                           logprobs=args.logprobs, batch_size=args.batch_size, model_type=args.model_type,
-                           template=args.template, max_model_len=args.max_model_len,
-                           limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel,
-                           attention=args.attention)
+    timings: dict = {'backend': backend_name, 'rows_to_do': len(lines)}
+    log = None
+    if backend_name == 'vllm':
+        adapter, prefetcher, log = open_vllm(args, timings, rank)
+    else:
+        t0 = time.monotonic()
+        backend = load_backend(backend_name, args.model, args.adapters, max_new_tokens=args.max_new_tokens,
+                               logprobs=args.logprobs, batch_size=args.batch_size, model_type=args.model_type,
+                               template=args.template, attention=args.attention)
+        timings['engine_s'] = round(time.monotonic() - t0, 2)
+        adapter = BatchAdapter(backend)
+        prefetcher = Prefetcher(args.encode_workers or 0, 'identity', {})
+    timings['startup_s'] = round(time.monotonic() - STARTED, 2)
     rid = run_id(args)
-    with tqdm(total=len(lines), desc=f'infer[{rank}]', position=rank, dynamic_ncols=True) as bar:
-        for start in range(0, len(lines), backend.chunk_size):
-            chunk = lines[start:start + backend.chunk_size]
-            answers = backend.answer([prompts[i] for i in chunk])
-            rows = [{**metas[i], **answer, 'reference': references[i], shards.LINE: i, shards.RUN: rid}
-                    for i, answer in zip(chunk, answers)]
-            shards.append_rows(partial, rows)
-            bar.update(len(chunk))
+    writer = PartialWriter(partial)
+
+    def save(answers: list[tuple[int, dict]]) -> None:
+        writer.write([{**metas[i], **answer, 'reference': references[i], shards.LINE: i, shards.RUN: rid}
+                      for i, answer in answers])
+
+    lookahead = adapter.capacity() + 2 * max(1, prefetcher.workers)
+    try:
+        with tqdm(total=len(lines), desc=f'infer[{rank or 0}]', position=rank or 0, dynamic_ncols=True) as bar:
+            stats = stream(lines, prompts, prefetcher, adapter, save, lookahead=lookahead, data=args.data,
+                           progress=bar.update)
+    finally:
+        writer.close()
+        prefetcher.close()
+        if log:
+            log.close()
+    run = stats.summary()
+    timings['stream'] = run
+    timings['prompt_tokens'] = summarize_tokens(getattr(adapter, 'prompt_tokens', []))
+    timings['answered_s'] = round(time.monotonic() - STARTED, 2)
+    path = sibling(args.out, '.timing.json' if rank is None else f'.timing.{rank}.json')
+    write_json(path, timings)
+    print(timing_line(timings), file=sys.stderr)
+
+
+def summarize_tokens(tokens: list[int]) -> dict | None:
+    return {'mean': round(sum(tokens) / len(tokens), 1), 'max': max(tokens)} if tokens else None
+
+
+def timing_line(t: dict) -> str:
+    """One line: where the start-up went and how fast rows came."""
+    parts = [f'{k.removesuffix("_s")} {t[k]}' for k in ('import_s', 'template_s', 'engine_s') if k in t]
+    inner = [f'{k.removesuffix("_s").replace("_", " ")} {t[k]}' for k in
+             ('weights_s', 'dynamo_s', 'compile_s', 'compile_cache_load_s', 'profile_run_s', 'cuda_graphs_s',
+              'init_engine_s') if k in t]
+    run = t.get('stream') or {}
+    line = f'timing [{t["backend"]}]: start-up {t["startup_s"]} s ({", ".join(parts)}'
+    line += f'; engine: {", ".join(inner)})' if inner else ')'
+    if run.get('rows'):
+        line += (f'; first row at +{run["first_row_s"]} s, {run["rows"]} rows at {run["items_per_s"]} rows/s '
+                 f'while generating; answered at {t["answered_s"]} s')
+    return line
 
 
 def spawn_workers(argv: list[str], backend_name: str, groups: list[list[str]], shard_lines: list[list[int]],
@@ -154,7 +296,7 @@ def spawn_workers(argv: list[str], backend_name: str, groups: list[list[str]], s
                '--worker-rank', str(rank), '--worker-lines', shards.encode_lines(lines)]
         print(f'worker {rank}: {len(lines)} rows, CUDA_VISIBLE_DEVICES={env["CUDA_VISIBLE_DEVICES"]!r}',
               file=sys.stderr)
-        procs.append(subprocess.Popen(cmd, env=env))
+        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))  # no orphans if we are killed
     failed = [rank for rank, p in enumerate(procs) if p.wait() != 0]
     if failed:
         raise SystemExit(f'error: worker(s) {failed} failed; rerun the same command to resume ({out}.partial*)')
@@ -170,8 +312,9 @@ def parse_args(argv: list[str] | None):
                    help='auto: vLLM when installed and a GPU is visible, else ms-swift transformers')
     p.add_argument('--max-new-tokens', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=None,
-                   help='requests per step (transformers: 16 on CPU, 128 on a GPU; vLLM: 512 handed over at once)')
-    p.add_argument('--logprobs', action='store_true', help='also write tokens and token_logprobs')
+                   help='transformers: requests per forward pass (16 on CPU, 128 on a GPU); vLLM: concurrent '
+                        'sequences (default 1024 on a >= 70 GiB GPU, else 256, as vllm.LLM)')
+    p.add_argument('--logprobs', action='store_true', help='also write tokens, token_logprobs and first_top_logprobs')
     p.add_argument('--attention', choices=ATTENTION_CHOICES, default='auto',
                    help='transformers backend: fast = packed ViT + folded-GQA decode attention (same math, other '
                         'kernels), stock = as loaded; auto = fast on a GPU')
@@ -179,6 +322,17 @@ def parse_args(argv: list[str] | None):
     p.add_argument('--max-model-len', type=int, default=4096, help='vLLM context length')
     p.add_argument('--limit-mm-per-prompt', type=_json_dict, default={'image': 1}, help='vLLM, JSON')
     p.add_argument('--tensor-parallel', type=int, default=1, help='GPUs per worker (vLLM only)')
+    p.add_argument('--gpu-memory-utilization', type=float, default=None,
+                   help='vLLM: share of GPU memory for weights + KV cache (default 0.9; small models get a KV cache '
+                        'sized to --batch-size sequences of --max-model-len tokens instead)')
+    p.add_argument('--dtype', choices=['auto', 'bfloat16', 'float16', 'float32'], default='auto',
+                   help='vLLM: weights/activations (auto: the checkpoint\'s half precision, bf16 for fp32 checkpoints)')
+    p.add_argument('--enforce-eager', action='store_true',
+                   help='vLLM: no torch.compile or CUDA graphs (starts faster, generates slower)')
+    p.add_argument('--engine-args', type=_json_dict, default=None,
+                   help='vLLM: extra EngineArgs as JSON, applied last (e.g. \'{"attention_backend": "TRITON_ATTN"}\')')
+    p.add_argument('--encode-workers', type=int, default=None,
+                   help='processes encoding prompts ahead (vLLM: up to 4, CPUs // 4; transformers: 0)')
     p.add_argument('--gpus', type=int, default=None, help='use this many visible GPUs (0 = CPU)')
     p.add_argument('--workers', type=int, default=None, help='worker processes (default: GPUs // tensor-parallel)')
     p.add_argument('--limit', type=int, default=None, help='only the first N input lines')
@@ -192,6 +346,10 @@ def parse_args(argv: list[str] | None):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
+    if args.encode_workers is not None and args.encode_workers < 0:
+        raise InputError(f'must be >= 0, got {args.encode_workers}', field='--encode-workers')
+    if args.gpu_memory_utilization is not None and not 0 < args.gpu_memory_utilization <= 1:
+        raise InputError(f'must be in (0, 1], got {args.gpu_memory_utilization}', field='--gpu-memory-utilization')
     return args
 
 
@@ -208,8 +366,10 @@ def _json_dict(text: str) -> dict:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    mark_parent()   # children started from here on die with this process (common.procs)
     args = parse_args(argv)
-    args.max_pixels = image_budget(args.model, args.max_pixels)   # the training value travels with the model
+    use_hub_defaults()   # hub ids (a base model, the x1 paper's adapter) come from Hugging Face unless USE_HF=0
+    args.max_pixels = training_budget(args.model, args.adapters, args.max_pixels)   # travels with the model/run
     if args.worker_rank is not None:   # a worker process started by the parent below
         answer_lines(args, args.backend, shards.decode_lines(args.worker_lines),
                      shards.worker_partial(args.out, args.worker_rank), args.worker_rank)
@@ -240,8 +400,18 @@ def main(argv: list[str] | None = None) -> int:
 
     finished = shards.load_finished(args.out, metas, run_id(args))
     n = shards.merge(args.out, finished, len(metas))
+    record_end_to_end(args.out, backend_name, n, len(todo), len(shard_lines))
     print(f'wrote {n} predictions to {args.out}', file=sys.stderr)
     return 0
+
+
+def record_end_to_end(out: str, backend_name: str, rows: int, answered: int, workers: int) -> None:
+    """Command start -> predictions written, added to PRED.timing.json (which a single process already filled)."""
+    path = sibling(out, '.timing.json')
+    timings = json.loads(path.read_text()) if path.is_file() and workers == 1 else {'backend': backend_name}
+    timings.update(rows=rows, rows_answered_now=answered, worker_processes=workers,
+                   end_to_end_s=round(time.monotonic() - STARTED, 2))
+    write_json(path, timings)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole mission path offline on a CPU, through the same `make` targets a GPU user runs:
-# synthetic Kvasir-VQA-x1 copy + tiny random Qwen2.5-VL -> prepare -> sft (LoRA) -> export (merge) -> infer
-# (original + augmented images) -> score -> submit-task1 and submit-task2 as dry runs.
+# synthetic Kvasir-VQA-x1 copy + tiny random Qwen2.5-VL -> prepare -> sft (LoRA) -> export (merge) -> serve + ask
+# -> infer (original + augmented images) -> score -> submit-task1 and submit-task2 as dry runs.
 # Usage: bash scripts/demo.sh [DEMO_DIR]   (default build/demo). Outputs only under DEMO_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,24 @@ $M sft RECIPE=recipes/tiny/qwen2_5_vl_lora_cpu.args MODEL=$D/tiny-model $COMMON
 step "export (merge LoRA, check merged == adapter)"
 $M export $COMMON
 
+step "serve (OpenAI-compatible endpoint, swift deploy) and ask it one question over HTTP"
+PY=${PY:-.venv/bin/python}
+port=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+set -m   # the server in its own process group: stopped below (or on any failure) with its pid
+$M serve $COMMON SERVE_PORT=$port > $D/serve.log 2>&1 &
+server=$!
+set +m
+trap 'kill -- -$server 2>/dev/null || true' EXIT
+$PY -c "import sys, time, urllib.request
+for _ in range(600):
+    try: urllib.request.urlopen('http://127.0.0.1:$port/v1/models', timeout=2); sys.exit(0)
+    except OSError: time.sleep(0.5)
+sys.exit('error: the server did not start (see $D/serve.log)')"
+image=$(ls $D/prepared/images/original/*.jpg | head -1)
+$M ask $COMMON URL=http://127.0.0.1:$port/v1 IMAGE=$image Q="Is there a polyp in the image?"
+kill -- -$server && wait $server 2>/dev/null || true
+trap - EXIT
+
 # val: labelled held-out answers for confidence calibration; test: both image settings; task2_val: Subtask 2 answers
 for split in val-original test-original test-augmented task2_val-original; do
   step "infer $split"
@@ -49,7 +67,9 @@ cat <<EOF
   tiny model           $D/tiny-model
   synthetic dataset    $D/synthetic
   prepared data        $D/prepared   (swift/*.jsonl, subsets/, stats/report.md)
-  training run         $D/run        (checkpoints; merged model in $D/run/merged)
+  training run         $D/run        (checkpoints; merged model in $D/run/merged; logs in v*/logging.jsonl)
+  loss curve           $D/run/loss_curve.png
+  server log           $D/serve.log  (make serve; make ask URL=... asked it over HTTP)
   predictions          $D/preds/*.jsonl
   score reports        $D/reports/*/
   task 1 submission    $D/submission/task1/demo/   (submission_task1.py, predictions_1.json from its offline run)

@@ -103,6 +103,16 @@ RECIPE_KEYS = ('model', 'model_type', 'template', 'tuner_type', 'train_type', 'l
                'dataset', 'val_dataset', 'split_dataset_ratio', 'system', 'seed')
 
 
+def portable(value):
+    """A recipe value as the README shows it: an absolute local path (this machine's data or model folder, meaningless
+    to readers of the hub repo) becomes `.../<parent>/<name>`."""
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return '.../' + '/'.join(Path(value).parts[-2:])
+    return value
+
+
 def readme(*, name: str, model_id: str, adapter_id: str | None, args_json: dict, scores: dict[str, dict],
            settings: dict) -> str:
     lines = [f'# Medico 2026 Subtask 1 submission: {name}', '',
@@ -112,7 +122,7 @@ def readme(*, name: str, model_id: str, adapter_id: str | None, args_json: dict,
              '## Model', f'- model: `{model_id}`' + (f' + LoRA adapter `{adapter_id}`' if adapter_id else ''), '']
     lines += ['## Inference settings'] + [f'- {k}: `{v}`' for k, v in settings.items()] + ['']
     lines += ['## Training recipe (ms-swift args.json)']
-    recipe = {k: args_json[k] for k in RECIPE_KEYS if args_json.get(k) not in (None, [], '')}
+    recipe = {k: portable(args_json[k]) for k in RECIPE_KEYS if args_json.get(k) not in (None, [], '')}
     if recipe:
         lines += [f'- {k}: `{json.dumps(v, ensure_ascii=False)}`' for k, v in recipe.items()]
         lines += [f'- from: `{Path(args_json["_path"]).name}` of the training run']

@@ -2,34 +2,38 @@
 explanation, grounding boxes + an occlusion heatmap, and a calibrated confidence per val row.
 
     python -m submission.task2 --model RUN/merged --hub-repo user/name [--name N] [--team submission/team.json]
-        [--dataset D] [--task1-predictions P] [--calibration-data VAL_PRED_OR_SWIFT] [--dry-run] [--limit N]
-        [--submit] [--max-pixels N] [--system S] [--grid G]
+        [--dataset D] [--task1-predictions P] [--calibration-data VAL_PRED] [--calibration-rows 2000] [--dry-run]
+        [--limit N] [--submit] [--max-pixels N] [--system S] [--grid G] [--occlusion-max-pixels N]
+        [--backend auto|vllm|transformers] [--scorer transformers|vllm] [--gpus N]
 
 Writes submission/build/task2/<name>/ (temp folder + rename): submission_task2.jsonl, visuals/, submission_task2.py
 (SUBMISSION_INFO only), README.md (method + report numbers), report/ (reliability diagram, report.json,
-explanations_audit.jsonl with every probe and claim). Per-row work is cached in submission/build/task2/.work-<name>/,
-so an interrupted run resumes. Answers come from --task1-predictions (inference.predict on the task2_val split) and
-are checked against the model answering again with the same ms-swift engine and greedy decoding (it must give the
-same text); without that file the model answers now.
+explanations_audit.jsonl with every probe and claim). The answers are the Task 1 predictions of the task2_val split
+(--task1-predictions, as they are: equal by construction); without that file the val rows are answered first through
+inference.predict, the `make infer` path. explain.stages then works stage by stage over all rows in
+submission/build/task2/.work-<name>/ (probes, grounding, occlusion, confidence, calibration, visuals), resumable.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from common.errors import InputError, cli_main
-from common.io import atomic_open, read_jsonl, write_json, write_jsonl
+from common.io import atomic_open, atomic_path, read_jsonl, write_json, write_jsonl
 from common.run_env import image_budget
+from explain.confidence import CALIBRATION_ROWS, calibration_inputs
+from inference.backends import choose_backend
+from inference.predict import visible_gpus
 from submission.team import DEFAULT_TEAM_FILE, load_team
 from submission.validate_task2 import JSONL, SCRIPT, read_task1_answers, validate_folder
 
@@ -37,7 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD_ROOT = REPO / 'submission' / 'build' / 'task2'
 DEFAULT_DATASET = 'SimulaMet/Kvasir-VQA-x1'
 REAL_VAL_SIZE = 1500
-MAX_GREEDY_MISMATCH = 0.05  # above this share the model is not the one that made the Task 1 predictions
 
 
 # ---------------------------------------------------------------- data
@@ -85,103 +88,60 @@ def load_scenes(dataset: str) -> dict[str, dict]:
     return {r['img_id']: r for r in read_jsonl(path)} if path.is_file() else {}
 
 
-def load_calibration_rows(path: str, dataset: str | None, limit: int | None) -> list[dict]:
-    """Labelled held-out rows: an inference.predict JSONL (question, prediction, reference, image) or an ms-swift
-    JSONL (messages + images; the model then answers). Returns question, reference, prediction|None, image path."""
-    rows = []
-    for i, r in enumerate(read_jsonl(path), 1):
-        if 'messages' in r:
-            user = next((m['content'] for m in r['messages'] if m.get('role') == 'user'), None)
-            ref = next((m['content'] for m in r['messages'] if m.get('role') == 'assistant'), None)
-            imgs = r.get('images') or []
-            if not isinstance(user, str) or ref is None or not imgs:
-                raise InputError('expected a user turn, an assistant turn and one image', file=path, row=i)
-            q, pred = user.replace('<image>', '').strip(), None
-            img = imgs[0]['path'] if isinstance(imgs[0], dict) else imgs[0]
-        else:
-            for k in ('question', 'reference', 'prediction'):
-                if k not in r:
-                    raise InputError('missing field (need a predictions file or an ms-swift JSONL)', file=path,
-                                     row=i, field=k)
-            q, ref, pred, img = r['question'], r['reference'], r['prediction'], r.get('image')
-        rows.append({'question': q, 'reference': ref, 'prediction': pred,
-                     'image': _find_image(img, path, dataset, r.get('img_id'), i)})
-        if limit and len(rows) >= limit:
-            break
-    if not rows:
-        raise InputError('no rows', file=path, field='--calibration-data')
-    return rows
+def image_file(src, work: Path, val_id: int) -> str:
+    """A file path for a val row's image: the dataset's own file, or (embedded bytes / a decoded image) the same
+    pixels saved losslessly in WORK/images, so that every stage and worker reads one file."""
+    if isinstance(src, (str, Path)) and not str(src).startswith(('http://', 'https://')) and Path(src).is_file():
+        return str(Path(src).resolve())
+    path = work / 'images' / f'{val_id}.png'
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            open_image(src).save(tmp, format='PNG')
+    return str(path.resolve())
 
 
-def _find_image(img, path: str, dataset: str | None, img_id: str | None, row: int) -> Path:
-    cands = []
-    if isinstance(img, str) and img:
-        p = Path(img)
-        cands += [p] if p.is_absolute() else [Path(path).parent / p, p]
-    if dataset:
-        from data_prep.sources import resolve_image
-        found = resolve_image(img if img is not None else {'img_id': img_id, 'image': None}, dataset=dataset,
-                              img_id=img_id)
-        if isinstance(found, Path):
-            cands.append(found)
-    for c in cands:
-        if c.is_file():
-            return c
-    raise InputError(f'image not found: {img!r}', file=path, row=row, field='image')
-
-
-# ---------------------------------------------------------------- work (cached per row)
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def explain_rows(runner, rows, answers, work: Path, model_key: str, args) -> list[dict]:
-    from explain.pipeline import explain_row
-    (work / 'rows').mkdir(parents=True, exist_ok=True)
-    out = []
-    for row in tqdm(rows, desc='task2 explanations', unit='row'):
-        vid = row['val_id']
-        cache = work / 'rows' / f'{vid}.json'
-        answer = answers.get(vid)
-        key = _key(model_key, row['img_id'], row['question'], answer, args.grid, args.probe_tokens,
-                   args.grounding_tokens, args.answer_tokens)
-        if cache.is_file():
-            rec = json.loads(cache.read_text(encoding='utf-8'))
-            if rec.get('key') == key and (work / rec['visual_explanation'][-1]['data']).is_file():
-                out.append(rec)
-                continue
-        rel = f'visuals/{vid}_heatmap.png'
-        rec = explain_row(runner, open_image(row['image']), row['question'], answer, work / rel, rel, args.grid,
-                          args.probe_tokens, args.grounding_tokens, args.answer_tokens)
-        rec.update(key=key, val_id=vid, img_id=row['img_id'], question=row['question'],
-                   reference=row.get('reference'))
-        write_json(cache, rec)
-        out.append(rec)
+def make_task1_predictions(args, rows: list[dict], work: Path) -> Path:
+    """No Task 1 file given: answer the val rows now through inference.predict (the `make infer` path: same engine,
+    decoding and log-probs as Task 1) into WORK/task1_predictions.jsonl."""
+    from data_prep.to_swift import meta_line, swift_line
+    from explain.work import key_of
+    data, out, stamp = work / 'task2_val.jsonl', work / 'task1_predictions.jsonl', work / 'task1_predictions.key'
+    key = key_of(str(Path(args.model).resolve()), args.max_pixels, args.system, args.backend, args.answer_tokens,
+                 [(r['val_id'], r['img_id'], r['question'], r['image']) for r in rows])
+    if out.is_file() and stamp.is_file() and stamp.read_text() == key:
+        print(f'no --task1-predictions given: using the answers made earlier by inference.predict in {out}',
+              file=sys.stderr)
+        return out
+    lines = [swift_line({'question': r['question'], 'answer': r.get('reference') or ''}, r['image'], system=args.system)
+             for r in rows]
+    metas = [meta_line({**r, 'answer': r.get('reference')}, r['image'], 'task2_val', 'original') for r in rows]
+    write_jsonl(data, lines)
+    write_jsonl(data.with_name('task2_val.meta.jsonl'), metas)
+    print(f'no --task1-predictions given: answering the {len(rows)} val rows now with inference.predict (the '
+          f'`make infer` path, backend {args.backend}) into {out}', file=sys.stderr)
+    cmd = [sys.executable, '-m', 'inference.predict', '--model', args.model, '--data', str(data), '--out', str(out),
+           '--backend', args.backend, '--max-new-tokens', str(args.answer_tokens), '--logprobs']
+    cmd += ['--max-pixels', str(args.max_pixels)] if args.max_pixels else []
+    cmd += ['--gpus', str(args.gpus)] if args.gpus is not None else []
+    if subprocess.run(cmd).returncode != 0:
+        raise SystemExit('error: inference.predict failed (see above); rerun to resume')
+    with atomic_open(stamp, 'w', encoding='utf-8') as f:
+        f.write(key)
     return out
 
 
-def calibration_scores(runner, rows, work: Path, model_key: str,
-                       answer_tokens: int = 64) -> tuple[list[float], list[int]]:
-    """Raw confidence and correctness on the labelled split, computed exactly as for the submission rows (the model
-    answers each question again; a prediction in the file must be that answer)."""
-    from explain import confidence
-    from explain.pipeline import answer_confidence
-    (work / 'calibration').mkdir(parents=True, exist_ok=True)
-    raw, labels = [], []
-    for i, row in enumerate(tqdm(rows, desc='calibration split', unit='row')):
-        key = _key(model_key, row['question'], row['reference'], row['prediction'], str(row['image']),
-                   answer_tokens)
-        cache = work / 'calibration' / f'{i}.json'
-        rec = json.loads(cache.read_text(encoding='utf-8')) if cache.is_file() else {}
-        if rec.get('key') != key:
-            pred, score, matches = answer_confidence(runner, open_image(row['image']), row['question'],
-                                                     row['prediction'], answer_tokens)
-            rec = {'key': key, 'prediction': pred, 'raw': score, 'matches': matches,
-                   'correct': int(confidence.is_correct(row['question'], pred, row['reference']))}
-            write_json(cache, rec)
-        raw.append(rec['raw'])
-        labels.append(rec['correct'])
-    return raw, labels
+def task1_answers(path: Path, rows: list[dict]) -> dict[int, dict]:
+    """val_id -> the Task 1 prediction row, checked against the val set."""
+    t1 = read_task1_answers(path)
+    for r in rows:
+        p = t1.get(r['val_id'])
+        if p is None:
+            raise InputError(f'no prediction for val_id {r["val_id"]}', file=str(path), field='val_id')
+        for k in ('img_id', 'question'):
+            if k in p and p[k] != r[k]:
+                raise InputError(f'{k} {p[k]!r} differs from the val set\'s {r[k]!r} (val_id {r["val_id"]}); '
+                                 'predictions must be for the task2_val split', file=str(path), field=k)
+    return t1
 
 
 # ---------------------------------------------------------------- outputs
@@ -201,10 +161,10 @@ def readme(name: str, args, report: dict) -> str:
         f'Model: `{args.model}`. {report["rows"]} val rows. Built by `python -m submission.task2` '
         '(medico2026 recipes).', '',
         '## Method',
-        '- **answer**: the Task 1 model\'s own prediction for the question (greedy decoding)' +
-        (f', taken from `{Path(args.task1_predictions).name}`' if args.task1_predictions else '') +
-        f'. Re-generated with the same ms-swift engine and greedy decoding: '
-        f'{report["greedy_consistent"]}/{report["rows"]} identical.',
+        '- **answer**: the Task 1 prediction for the question, taken as it is from '
+        f'`{Path(report["task1_predictions"]).name}` (the Task 1 model, engine and greedy decoding). Scored again '
+        f'with teacher forcing, {report["greedy_consistent"]}/{report["rows"]} answers are this model\'s top choice '
+        'at every token (a check, reported only).',
         '- **textual_explanation**: self-probing. The same model answers up to 4 auxiliary questions chosen from the '
         'question\'s topic (finding, location, size/morphology, colour, instruments, text / box artefacts, landmark, '
         'procedure); the justification quotes only the main answer and those probe answers, then describes the '
@@ -214,13 +174,15 @@ def readme(name: str, args, report: dict) -> str:
         'back to the original size and clip; unparseable or out-of-image boxes are dropped and counted. No box when '
         'the answer denies the finding. (b) `heatmap`: occlusion — the image is split into a '
         f'{args.grid}x{args.grid} grid, each cell is painted with the mean colour and the drop in the answer\'s '
-        'log-probability is measured; the normalised drops are upsampled to the image size and blended in '
-        '(viridis; yellow = largest drop).',
+        'log-probability is measured' + (f' (occluded passes on the image downscaled to {args.occlusion_max_pixels} '
+                                         'pixels)' if args.occlusion_max_pixels else '') +
+        '; the normalised drops are upsampled to the image size and blended in (viridis; yellow = largest drop).',
         '- **confidence_score**: the answer\'s token log-probs (geometric-mean token probability; for yes/no '
         'questions answered with yes/no, the yes-vs-no probability of the first token), calibrated by '
         f'**{cal["method"]}** on a labelled held-out split'
-        + (f' (`{Path(args.calibration_data).name}`, {cal["before"]["n"]} rows)' if args.calibration_data
-           else ' — none given, so the scores are uncalibrated') +
+        + (f' (`{Path(args.calibration_data).name}`: a sample of {cal["sample"]["rows"]} of its '
+           f'{cal["sample"]["of"]} predictions, at most {cal["sample"]["cap"]}, stratified by question class)'
+           if args.calibration_data else ' — none given, so the scores are uncalibrated') +
         '. Correct = same yes/no polarity for closed questions, else normalised exact match or ROUGE-L F1 >= 0.5.',
         '', '## Report', '',
         '| calibration split | n | accuracy | mean confidence | ECE | Brier | NLL |', '|---|---|---|---|---|---|---|']
@@ -255,16 +217,30 @@ def parse_args(argv=None):
     ap.add_argument('--team', default=str(DEFAULT_TEAM_FILE))
     ap.add_argument('--dataset', default=DEFAULT_DATASET)
     ap.add_argument('--images', default=None, help='folder of <img_id>.jpg for a local copy')
-    ap.add_argument('--task1-predictions', default=None, help='inference.predict JSONL for the task2_val split')
+    ap.add_argument('--task1-predictions', default=None,
+                    help='inference.predict JSONL for the task2_val split (--logprobs: its confidence inputs); '
+                         'without it the val rows are answered now through inference.predict')
     ap.add_argument('--calibration-data', default=None,
-                    help='labelled held-out split: predictions JSONL (with reference) or ms-swift JSONL')
+                    help='labelled held-out predictions with log-probs (make infer SPLIT=val-original '
+                         'INFER_ARGS=--logprobs)')
     ap.add_argument('--calibration-method', choices=('temperature', 'isotonic'), default='temperature')
-    ap.add_argument('--calibration-limit', type=int, default=None)
+    ap.add_argument('--calibration-rows', type=int, default=CALIBRATION_ROWS,
+                    help='stratified sample of the calibration predictions (0 = all rows)')
     ap.add_argument('--grid', type=int, default=6, help='occlusion grid size (grid x grid cells)')
+    ap.add_argument('--occlusion-max-pixels', type=int, default=None,
+                    help='score the occlusion passes on images downscaled to this many pixels (fewer image tokens)')
     ap.add_argument('--answer-tokens', type=int, default=64,
-                    help='max new tokens when the model answers itself (match inference.predict)')
+                    help='max new tokens of the Task 1 answers (MAX_NEW_TOKENS: tells a cut answer from a whole one)')
     ap.add_argument('--probe-tokens', type=int, default=48, help='max new tokens per probe answer')
     ap.add_argument('--grounding-tokens', type=int, default=128, help='max new tokens of the grounding answer')
+    ap.add_argument('--backend', choices=('auto', 'vllm', 'transformers'), default='auto',
+                    help='engine of the probe and grounding generations (as make infer; auto: vLLM on GPUs)')
+    ap.add_argument('--scorer', choices=('transformers', 'vllm'), default='transformers',
+                    help='teacher-forced occlusion scoring: a batched transformers forward or vLLM prompt log-probs')
+    ap.add_argument('--batch-size', type=int, default=None, help='generation requests per step (as make infer)')
+    ap.add_argument('--score-batch', type=int, default=None, help='sequences per scoring pass (8 CPU, 32 GPU)')
+    ap.add_argument('--gpus', type=int, default=None, help='use this many visible GPUs (0 = CPU)')
+    ap.add_argument('--workers', type=int, default=None, help='worker processes (default: one per GPU)')
     ap.add_argument('--max-pixels', type=int, default=None, help='the max_pixels used in training/inference')
     ap.add_argument('--system', default=None, help='system prompt, if the model was trained with one')
     ap.add_argument('--dry-run', action='store_true', help='build and validate only; never upload')
@@ -276,14 +252,19 @@ def parse_args(argv=None):
         raise InputError('pass --hub-repo user/name (or --dry-run to build and check only)', field='hub-repo')
     if args.submit and (args.dry_run or args.limit is not None):
         raise InputError('--submit needs a full build: not with --dry-run or --limit', field='submit')
+    for name in ('grid', 'answer_tokens', 'probe_tokens', 'grounding_tokens', 'occlusion_max_pixels', 'batch_size',
+                 'score_batch', 'workers', 'max_pixels', 'limit'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
     return args
 
 
 def build(args) -> tuple[Path, dict]:
-    from explain import confidence
+    from explain import stages
+    from explain.confidence import reliability_diagram
     from explain.heatmap import upsample
     from explain.pipeline import evaluate_geometry
-    from explain.runner import VLRunner
     from submission.task1 import _HUB_ID, _NAME
     if args.hub_repo and not _HUB_ID.match(args.hub_repo):
         raise InputError(f'expected user/name, got {args.hub_repo!r}', field='--hub-repo')
@@ -292,84 +273,75 @@ def build(args) -> tuple[Path, dict]:
     if not _NAME.match(name):
         raise InputError(f'use letters, digits, ".", "_" or "-": {name!r}', field='--name')
     team = load_team(args.team)
-    rows = load_val_rows(args.dataset, args.images, args.limit)
-    answers = {}
-    if args.task1_predictions:
-        t1 = read_task1_answers(args.task1_predictions)
-        for r in rows:
-            p = t1.get(r['val_id'])
-            if p is None:
-                raise InputError(f'no prediction for val_id {r["val_id"]}', file=args.task1_predictions,
-                                 field='val_id')
-            for k in ('img_id', 'question'):
-                if k in p and p[k] != r[k]:
-                    raise InputError(f'{k} {p[k]!r} differs from the val set\'s {r[k]!r} (val_id {r["val_id"]}); '
-                                     'predictions must be for the task2_val split', file=args.task1_predictions,
-                                     field=k)
-            answers[r['val_id']] = p['prediction']
-    args.max_pixels = image_budget(model, args.max_pixels)   # as in training (the model's medico_env.json)
-    runner = VLRunner(model, max_pixels=args.max_pixels, system=args.system)
-    model_key = _key(str(model.resolve()), args.max_pixels, args.system)
+    if args.task1_predictions and not Path(args.task1_predictions).is_file():
+        raise InputError('file not found (make it with `make infer SPLIT=task2_val-original INFER_ARGS=--logprobs`, '
+                         'or leave it out to answer now)', file=args.task1_predictions, field='--task1-predictions')
+    if args.calibration_data:
+        calibration_inputs(args.calibration_data)   # a wrong file fails now, not after the model stages
     root = Path(args.build_root)
-    root.mkdir(parents=True, exist_ok=True)
     work = root / f'.work-{name}'
+    work.mkdir(parents=True, exist_ok=True)
+    args.max_pixels = image_budget(model, args.max_pixels)   # as in training (the model's medico_env.json)
 
-    records = explain_rows(runner, rows, answers, work, model_key, args)
-    greedy_ok = sum(r['greedy_consistent'] for r in records)
-    if args.task1_predictions and len(records) - greedy_ok > MAX_GREEDY_MISMATCH * len(records):
-        raise InputError(f'{len(records) - greedy_ok}/{len(records)} Task 1 answers are not this model\'s greedy '
-                         'output: is --model the model that made them?', file=args.task1_predictions,
-                         field='prediction')
+    # stage "answers": the Task 1 predictions, as they are
+    rows = load_val_rows(args.dataset, args.images, args.limit)
+    for r in rows:
+        r['image'] = image_file(r['image'], work, r['val_id'])
+    if not args.task1_predictions:
+        args.backend = choose_backend(args.backend, len(visible_gpus(args.gpus)[1]))
+        args.task1_predictions = str(make_task1_predictions(args, rows, work))
+    t1 = task1_answers(Path(args.task1_predictions), rows)
+    answers = {r['val_id']: t1[r['val_id']]['prediction'] for r in rows}
+    stages.write_rows(work, [{**{k: r[k] for k in ('val_id', 'img_id', 'question', 'image', 'width', 'height')},
+                              'answer': answers[r['val_id']], 'reference': r.get('reference'),
+                              **{k: t1[r['val_id']][k] for k in ('token_logprobs', 'first_top_logprobs')
+                                 if k in t1[r['val_id']]}} for r in rows])
 
-    cal_report: dict = {'method': 'identity'}
-    calibrator = confidence.Calibrator('identity')
+    settings = stages.Settings(
+        model=str(model), backend=args.backend, scorer=args.scorer, max_pixels=args.max_pixels, system=args.system,
+        answer_tokens=args.answer_tokens, probe_tokens=args.probe_tokens, grounding_tokens=args.grounding_tokens,
+        grid=args.grid, occlusion_max_pixels=args.occlusion_max_pixels, batch_size=args.batch_size,
+        score_batch=args.score_batch, gpus=args.gpus, workers=args.workers, calibration=args.calibration_data,
+        calibration_rows=args.calibration_rows, calibration_method=args.calibration_method)
+    done = stages.run(work, settings)
+    calibration = done['calibration']
+    lines, audit, summary = stages.assemble(work, calibration)
+
     final = root / name
     tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=root))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the final folder is an ordinary one
     try:
         (tmp / 'report').mkdir()
-        if args.calibration_data:
-            cal_rows = load_calibration_rows(args.calibration_data, args.dataset, args.calibration_limit)
-            raw, labels = calibration_scores(runner, cal_rows, work, model_key, args.answer_tokens)
-            calibrator, cal_report, after = confidence.calibration_report(raw, labels, args.calibration_method)
-            confidence.reliability_diagram(raw, after, labels, tmp / 'report' / 'reliability.png')
-            cal_report['diagram'] = 'report/reliability.png'
         (tmp / 'visuals').mkdir()
-        lines, audit = [], []
-        for rec in records:
-            src = work / rec['visual_explanation'][-1]['data']
-            shutil.copyfile(src, tmp / rec['visual_explanation'][-1]['data'])
-            conf = float(np.clip(calibrator(float(rec['raw_confidence'])), 0.0, 1.0))
-            lines.append({'val_id': rec['val_id'], 'img_id': rec['img_id'], 'question': rec['question'],
-                          'answer': rec['answer'], 'textual_explanation': rec['textual_explanation'],
-                          'visual_explanation': rec['visual_explanation'], 'confidence_score': round(conf, 6)})
-            audit.append({k: rec[k] for k in ('val_id', 'answer', 'probes', 'claims', 'grounding_target',
-                                              'grounding_output', 'box_stats', 'raw_confidence',
-                                              'greedy_consistent', 'heatmap_peak', 'heatmap_cells')}
-                         | {'confidence_score': round(conf, 6)})
+        cal_report: dict = {'method': 'identity'}
+        if calibration:
+            cal_report = dict(calibration['report'])
+            reliability_diagram(calibration['raw'], calibration['after'], calibration['labels'],
+                                tmp / 'report' / 'reliability.png')
+            cal_report['diagram'] = 'report/reliability.png'
+        for line in lines:
+            for visual in line['visual_explanation']:
+                if visual['type'] == 'heatmap':
+                    shutil.copyfile(work / visual['data'], tmp / visual['data'])
         write_jsonl(tmp / JSONL, lines)
         write_jsonl(tmp / 'report' / 'explanations_audit.jsonl', audit)
         with atomic_open(tmp / SCRIPT, 'w', encoding='utf-8') as f:
             f.write(submission_script(team))
 
-        from explain.grounding import BoxStats
-        box_stats = BoxStats()
-        for rec in records:
-            box_stats.add(BoxStats(**rec['box_stats']))
         scenes = load_scenes(args.dataset)
         geometry = None
         if scenes:
-            heat = {r['val_id']: upsample(np.asarray(r['heatmap_cells']), *_size(rows, r['val_id']))
-                    for r in records}
-            geometry = evaluate_geometry(records, scenes, heat)
-        report = {'rows': len(records), 'greedy_consistent': greedy_ok, 'boxes': box_stats.as_dict(),
-                  'calibration': cal_report, 'geometry': geometry}
+            sizes = {r['val_id']: (r['width'], r['height']) for r in rows}
+            heat = {a['val_id']: upsample(np.asarray(a['heatmap_cells']), *sizes[a['val_id']]) for a in audit}
+            geometry = evaluate_geometry(lines, scenes, heat)
+        report = {**summary, 'task1_predictions': str(args.task1_predictions), 'calibration': cal_report,
+                  'geometry': geometry, 'settings': {k: v for k, v in vars(settings).items() if k != 'model'}}
         write_json(tmp / 'report' / 'report.json', report)
         with atomic_open(tmp / 'README.md', 'w', encoding='utf-8') as f:
             f.write(readme(name, args, report))
 
         validate_folder(tmp, [{k: r[k] for k in ('val_id', 'img_id', 'question', 'width', 'height')}
-                              for r in rows], answers or None)
+                              for r in rows], answers)
         if final.exists():
             old = final.with_name(f'.{name}.old')
             shutil.rmtree(old, ignore_errors=True)
@@ -382,11 +354,6 @@ def build(args) -> tuple[Path, dict]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final, report
-
-
-def _size(rows, vid):
-    r = next(r for r in rows if r['val_id'] == vid)
-    return r['width'], r['height']
 
 
 @cli_main

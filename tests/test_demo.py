@@ -25,9 +25,15 @@ def test_demo_runs_every_stage_and_prints_where_artefacts_are(tmp_path):
         assert lines and len(lines) == len((swift / f'{name}.meta.jsonl').read_text().splitlines())
     assert any('_aug' in json.loads(l)['images'][0] for l in (swift / 'train-augmented.jsonl').read_text().splitlines())
 
-    # sft + export: a LoRA checkpoint and a merged standalone model
+    # sft + export: a LoRA checkpoint, its loss curve and a merged standalone model
     assert list((demo / 'run').glob('v*/checkpoint-*/adapter_model.safetensors'))
     assert (demo / 'run' / 'merged' / 'config.json').is_file()
+    assert (demo / 'run' / 'loss_curve.png').read_bytes()[:4] == b'\x89PNG' and 'loss_curve.png' in proc.stdout
+
+    # serve + ask: the server came up, answered over HTTP, and was stopped
+    assert 'Uvicorn running on http://127.0.0.1:' in (demo / 'serve.log').read_text()
+    asked = proc.stdout.split('and ask it one question over HTTP', 1)[1].split('=== [', 1)[0]
+    assert 'inference.ask --image' in asked and '--url http://127.0.0.1:' in asked
 
     # infer + score: one prediction per input line, one JSON object of the five leaderboard metrics
     for split in ('test-original', 'test-augmented', 'task2_val-original'):
@@ -35,6 +41,8 @@ def test_demo_runs_every_stage_and_prints_where_artefacts_are(tmp_path):
         assert len(preds) == len((swift / f'{split}.jsonl').read_text().splitlines())
         report = json.loads((demo / 'reports' / split / 'report.json').read_text())
         assert report
+    # the augmented split is scored beside the original one (the challenge's two settings)
+    assert '## Original vs augmented images' in (demo / 'reports' / 'test-augmented' / 'report.md').read_text()
     scores = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"bleu"')]
     assert len(scores) == 4 and all(set(s) == {'bleu', 'rouge1', 'rouge2', 'rougeL', 'meteor'} for s in scores)
 
@@ -44,6 +52,8 @@ def test_demo_runs_every_stage_and_prints_where_artefacts_are(tmp_path):
     pred1 = json.loads((t1 / 'predictions_1.json').read_text())
     assert len(pred1['predictions']) == len((swift / 'task1_public-original.jsonl').read_text().splitlines())
     assert (t1 / 'requirements.txt').is_file() and (t1 / 'README.md').is_file()
+    readme = (t1 / 'README.md').read_text()
+    assert '- dataset:' in readme and str(tmp_path) not in readme and str(REPO) not in readme   # no local paths
 
     # submit-task2 (dry run): one line per val_id with explanation, visuals inside the folder, confidence in [0, 1]
     t2 = demo / 'submission' / 'task2' / 'demo'

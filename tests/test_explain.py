@@ -2,6 +2,7 @@
 faithfulness of the composed explanation."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -243,3 +244,66 @@ def test_nan_log_probs_are_a_clear_error_not_a_nan_confidence():
     assert raw_score('What colour is it?', 'pink', [-0.5, -0.5]) == pytest.approx(math.exp(-0.5))
     with pytest.raises(InputError, match='NaN token log-prob'):
         raw_score('What colour is it?', 'pink', [-0.5, float('nan')])
+
+
+# ---------------------------------------------------------------- calibration sample
+def test_stratified_sample_is_proportional_seeded_and_capped():
+    strata = ['polyp'] * 600 + ['instrument'] * 300 + ['text'] * 100
+    picked = confidence.stratified_sample(strata, 100)
+    assert len(picked) == 100 and picked == sorted(set(picked))
+    counts = {s: sum(strata[i] == s for i in picked) for s in ('polyp', 'instrument', 'text')}
+    assert counts == {'polyp': 60, 'instrument': 30, 'text': 10}
+    assert confidence.stratified_sample(strata, 100) == picked                       # seeded
+    assert confidence.stratified_sample(strata, 100, seed=1) != picked
+    # largest remainders: 7 rows over 3 equal strata -> 3 + 2 + 2, never more than asked
+    assert len(confidence.stratified_sample(['a'] * 10 + ['b'] * 10 + ['c'] * 10, 7)) == 7
+    assert confidence.stratified_sample(strata[:50], 2000) == list(range(50))          # fewer rows than the cap
+    assert confidence.stratified_sample(strata, 0) == list(range(len(strata)))         # 0 = every row
+    assert confidence.question_stratum({'question_class': ['polyp_type', 'polyp_count']}) == 'polyp_count+polyp_type'
+    assert confidence.question_stratum({'question': 'Is there any text in the image?'}) == 'text'
+
+
+def test_calibration_inputs_need_predictions_with_log_probs(tmp_path):
+    from common.errors import InputError
+    row = {'question': 'Is it red?', 'prediction': 'yes', 'reference': 'no', 'token_logprobs': [-0.1],
+           'first_top_logprobs': {'yes': -0.1, 'no': -2.5}}
+    good = tmp_path / 'val.pred.jsonl'
+    good.write_text(json.dumps(row) + '\n')
+    assert confidence.calibration_inputs(good) == [row]
+    old = tmp_path / 'old.pred.jsonl'
+    old.write_text(json.dumps({k: v for k, v in row.items() if k != 'first_top_logprobs'}) + '\n')
+    with pytest.raises(InputError, match='first_top_logprobs: missing .predictions made with --logprobs'):
+        confidence.calibration_inputs(old)
+    swift = tmp_path / 'val.jsonl'
+    swift.write_text(json.dumps({'messages': [{'role': 'user', 'content': '<image>q'}], 'images': ['a.jpg']}) + '\n')
+    with pytest.raises(InputError, match='make infer SPLIT=val-original INFER_ARGS=--logprobs'):
+        confidence.calibration_inputs(swift)
+
+
+# ---------------------------------------------------------------- occlusion views and cheaper maps
+def test_occlusion_views():
+    image = Image.new('RGB', (60, 40), (200, 100, 50))
+    image.paste((0, 0, 0), (0, 0, 10, 10))
+    assert [np.asarray(heatmap.View(3, c)(image)).tolist() for c in range(9)] == \
+        [np.asarray(im).tolist() for im in heatmap.occluded_images(image, 3)]
+    assert heatmap.View(3)(image) is image
+    big = image.resize((600, 400))
+    small = heatmap.View(3, None, 28 * 28 * 16)(big)                  # fewer image tokens: the processor's size
+    assert small.size == (112, 84) == grounding.smart_resize(400, 600, 28 * 28 * 16)[::-1]
+    occluded = np.asarray(heatmap.View(2, 3, 28 * 28 * 16)(big))
+    assert occluded.shape == (84, 112, 3) and len(np.unique(occluded[42:, 56:].reshape(-1, 3), axis=0)) == 1
+    cells = heatmap.cells_from_scores(-1.0, [-1.5, -0.9, -1.0, -3.0], 2)
+    assert cells.tolist() == [[0.5, 0.0], [0.0, 2.0]]
+
+
+def test_rank_agreement_of_cheaper_maps():
+    yy, xx = np.mgrid[0:6, 0:6]
+    reference = np.exp(-((yy - 1.5) ** 2 + (xx - 4.0) ** 2) / 4.0)          # one hot region, upper right
+    same = heatmap.rank_agreement(reference, reference)
+    assert same == {'spearman': pytest.approx(1.0), 'same_peak_cell': True}
+    coarse = reference.reshape(3, 2, 3, 2).mean((1, 3))                     # grid 3 of the same map
+    agree = heatmap.rank_agreement(coarse, reference)
+    assert agree['spearman'] > 0.9 and agree['same_peak_cell']
+    flipped = heatmap.rank_agreement(reference[:, ::-1], reference)
+    assert flipped['spearman'] < 0.5 and not flipped['same_peak_cell']
+    assert heatmap.rank_agreement(np.zeros((3, 3)), reference) == {'spearman': None, 'same_peak_cell': None}

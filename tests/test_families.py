@@ -33,18 +33,40 @@ TRUTH = [200, 160, 500, 480]           # the polyp's box in original pixels
 TRUTH_1000 = [200, 200, 500, 600]      # the same box in 0..1000 relative coordinates
 MAX_PIXELS = 50176                     # Qwen: 64 tokens of 28 x 28 px (Qwen2.5-VL), 49 tokens of 32 x 32 px (Qwen3-VL)
 
-RUNNER_FACTS = """
+STAGE_FACTS = """
 import json, sys
 from PIL import Image
-from explain.runner import VLRunner
-runner = VLRunner(sys.argv[1], max_pixels=int(sys.argv[3]))
-image = Image.open(sys.argv[2]).convert('RGB')
-gen = runner.answer(image, 'Is there a polyp?', max_new_tokens=1)
-single = len(runner.tokenizer(gen.text, add_special_tokens=False)['input_ids']) == 1
-print(json.dumps({'family': runner.family, 'resized': runner.resized_size(image), 'eos_id': runner.eos_id,
-                  'eos': runner.tokenizer.convert_ids_to_tokens(runner.eos_id), 'generated': gen.token_logprobs,
-                  'scored': runner.answer_logprob_batch([image, image], 'Is there a polyp?', gen.text)
-                  if single else None}))
+from swift import InferRequest
+from explain import stages
+from explain.scoring import ScoreItem, answer_ids, end_of_turn, messages_for
+model, frame, output = sys.argv[1:4]
+s = stages.Settings(model=model, backend='transformers', attention='stock')
+engines = stages.Engines(s)
+family = stages.model_family(s)
+width, height = Image.open(frame).size
+row = {'val_id': 0, 'question': 'Where is the polyp?', 'answer': 'A polyp in the centre.', 'image': frame,
+       'width': width, 'height': height}
+resized = engines.resized_size(frame, (width, height))
+record = stages.grounding_record(row, output, resized, family)   # the grounding stage's mapping of that output
+backend = engines.generator()
+backend.max_new_tokens, backend.logprobs = 1, True
+gen = backend.answer([{'messages': messages_for(row['question'], None), 'images': [frame]}])[0]
+scorer = engines.scorer()
+scored = scorer.score([ScoreItem(frame, row['question'], gen['prediction'])])[0]
+single = len(answer_ids(scorer.tokenizer, gen['prediction'])) == 1
+template = backend.engine.template   # VllmScorer's prompt: in vLLM mode it ends with the answer and the turn's end
+template.set_mode('vllm')
+ids = answer_ids(scorer.tokenizer, 'A polyp.') + [scorer.eos_id]
+messages = messages_for(row['question'], None) + [{'role': 'assistant',
+                                                     'content': 'A polyp.' + end_of_turn(template)}]
+try:
+    tail = list(template.encode(InferRequest(messages=messages, images=[frame]))['input_ids'][-len(ids):]) == ids
+except Exception as e:   # a template that cannot encode in vLLM mode without vLLM: say so
+    tail = repr(e)
+print(json.dumps({'family': family, 'resized': resized, 'record': record,
+                  'prompt': stages._grounding_prompt(row, family),
+                  'eos': scorer.tokenizer.convert_ids_to_tokens(scorer.eos_id), 'generated': gen['token_logprobs'],
+                  'scored': scored.token_logprobs[:1] if single else None, 'vllm_tail': tail}))
 """
 
 
@@ -74,30 +96,32 @@ def frame(tmp_path_factory) -> Path:
 @pytest.mark.parametrize('family_name, resized_wh', [('qwen2_5_vl', (224, 196)), ('qwen3_vl', (224, 192)),
                                                      ('gemma3', (112, 112))])
 def test_boxes_map_back_through_each_familys_resize(family_name, resized_wh, tiny_model_of, frame):
-    """Each family's real resize (its processor through ms-swift's template, in a fresh process as Task 2 runs it)
-    and its real output format give back the box in original pixels; the runner also ends answers with the
-    family's own turn token and scores a generated token exactly as ms-swift generated it."""
+    """Subtask 2's grounding stage on each family's model: its real resize (the processor through ms-swift's
+    template, in a fresh process under the image budget as Task 2 runs it) and the family's real output format give
+    back the box in original pixels; the prompt states the family's convention; the scorers end an answer with the
+    family's own turn token (also in vLLM mode) and score a generated token as ms-swift generated it."""
     env = dict(os.environ)
     use_image_budget(MAX_PIXELS, env)
-    proc = subprocess.run([sys.executable, '-c', RUNNER_FACTS, str(tiny_model_of(family_name)), str(frame),
-                           str(MAX_PIXELS)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    output = model_output(family_name, resized_wh)
+    proc = subprocess.run([sys.executable, '-c', STAGE_FACTS, str(tiny_model_of(family_name)), str(frame), output],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     facts = json.loads(proc.stdout.strip().splitlines()[-1])
     assert facts['family'] == family_name
-    assert facts['eos'] == family(family_name).end_of_turn          # <|im_end|> for Qwen, <end_of_turn> for Gemma
     assert tuple(facts['resized']) == resized_wh                     # 28 px grid, 32 px grid, Gemma's fixed square
+    assert facts['prompt'] == grounding_prompt('polyp', family_name)
+    assert facts['eos'] == family(family_name).end_of_turn          # <|im_end|> for Qwen, <end_of_turn> for Gemma
+    assert facts['vllm_tail'] is True, facts['vllm_tail']
     if facts['scored'] is not None:
-        assert facts['scored'] == pytest.approx([sum(facts['generated'])] * 2, abs=1e-3)
+        assert facts['scored'] == pytest.approx(facts['generated'], abs=1e-3)
 
-    boxes, stats = grounding.boxes_from_output(model_output(family_name, resized_wh), tuple(facts['resized']),
-                                               ORIGINAL_WH, family_name)
-    assert stats.as_dict() == {'outputs': 1, 'kept': 1, 'unparseable': 0, 'out_of_bounds': 0}
-    box = boxes[0]['box']
+    record = facts['record']
+    assert record['box_stats'] == {'outputs': 1, 'kept': 1, 'unparseable': 0, 'out_of_bounds': 0}
+    box = record['boxes'][0]['box']
     tolerance = 5 if family_name == 'qwen2_5_vl' else 1   # 1000 / 224 original pixels per resized pixel
     assert all(abs(a - b) <= tolerance for a, b in zip(box, TRUTH)), (box, TRUTH)
     if family_name != 'qwen2_5_vl':   # read as Qwen2.5-VL pixels, the same answer lands far off (the family matters)
-        wrong, _ = grounding.boxes_from_output(model_output(family_name, resized_wh), tuple(facts['resized']),
-                                               ORIGINAL_WH, 'qwen2_5_vl')
+        wrong, _ = grounding.boxes_from_output(output, resized_wh, ORIGINAL_WH, 'qwen2_5_vl')
         assert not wrong or grounding.iou(wrong[0]['box'], TRUTH) < 0.2
 
 
@@ -182,12 +206,13 @@ def test_whole_cpu_path(arch, tiny_model_of, prepared, small_dataset, tmp_path):
     merged = run / 'merged'
     assert json.loads((merged / 'config.json').read_text())['model_type'] == fam.config_model_type
 
-    # infer (transformers) + score, on the Task 2 questions
-    pred = preds / 'task2_val-original.jsonl'
-    make('infer', *common, 'SPLIT=task2_val-original', f'PRED={pred}', 'BACKEND=transformers', 'INFER_ARGS=--logprobs')
-    rows = read_jsonl(pred)
-    assert len(rows) == len(read_jsonl(prepared / 'swift' / 'task2_val-original.jsonl'))
-    assert all(isinstance(r['prediction'], str) and len(r['token_logprobs']) <= 4 for r in rows)
+    # infer (transformers) + score, on the Task 2 questions and the labelled val split (calibration)
+    pred, val = preds / 'task2_val-original.jsonl', preds / 'val-original.jsonl'
+    for split, out in (('task2_val-original', pred), ('val-original', val)):
+        make('infer', *common, f'SPLIT={split}', f'PRED={out}', 'BACKEND=transformers', 'INFER_ARGS=--logprobs')
+        rows = read_jsonl(out)
+        assert len(rows) == len(read_jsonl(prepared / 'swift' / f'{split}.jsonl'))
+        assert all(isinstance(r['prediction'], str) and len(r['token_logprobs']) <= 4 for r in rows)
     score = make('score', f'PRED={pred}', f'REPORT={tmp_path}/report')
     scores = json.loads(next(line for line in score.stdout.splitlines() if line.startswith('{"bleu"')))
     assert set(scores) == {'bleu', 'rouge1', 'rouge2', 'rougeL', 'meteor'}
@@ -202,11 +227,11 @@ def test_whole_cpu_path(arch, tiny_model_of, prepared, small_dataset, tmp_path):
     predictions = json.loads((t1 / 'predictions_1.json').read_text())['predictions']
     assert len(predictions) == len(read_jsonl(prepared / 'swift' / 'task1_public-original.jsonl'))
 
-    # submit-task2 (dry run): explanations, the family's grounding prompt, heatmaps, confidence calibrated on val rows
-    # the model answers now (the default CALIBRATION: DATA's labelled val split), strict validation
+    # submit-task2 (dry run): probes, the family's grounding prompt and boxes, occlusion heatmaps, confidence
+    # calibrated on the val predictions, strict validation
     make('submit-task2', *common, 'HUB_REPO=tester/medico-t2', 'TEAM=submission/team.demo.json',
-         f'SUBMIT_DATASET={small_dataset}', 'DRY_RUN=1', f'TASK1_PRED={pred}',
-         'TASK2_ARGS=--calibration-limit 3 --grid 2 --probe-tokens 4 --grounding-tokens 8')
+         f'SUBMIT_DATASET={small_dataset}', 'DRY_RUN=1', 'BACKEND=transformers', f'TASK1_PRED={pred}',
+         f'CALIBRATION={val}', 'TASK2_ARGS=--grid 2 --probe-tokens 4 --grounding-tokens 8')
     t2 = build / 'task2' / 'fam'
     rows = read_jsonl(t2 / 'submission_task2.jsonl')
     assert [r['val_id'] for r in rows] == [0, 1, 2]

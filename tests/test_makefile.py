@@ -42,3 +42,38 @@ def test_arch_picks_the_tiny_model_and_the_box_format():
                'KVASIR_SEG=/data/seg')
     assert 'training.tiny_model --out models/tiny-qwen3-vl --arch qwen3_vl' in dry
     assert '--kvasir-seg /data/seg --family qwen3_vl --out data/prepared/swift/grounding.jsonl' in ' '.join(dry.split())
+
+
+def test_submit_task2_uses_the_task1_predictions_it_was_given(tmp_path):
+    """A TASK1_PRED or CALIBRATION given on the command line is passed as it is (a missing one is then a one-line
+    error of submission.task2, never silently dropped); left at their defaults and missing, both are made with
+    `make infer ... INFER_ARGS=--logprobs` first."""
+    given = make('-n', '-o', '.venv/.medico-setup', 'submit-task2', f'TASK1_PRED={tmp_path}/typo.jsonl',
+                 f'CALIBRATION={tmp_path}/val.jsonl')
+    assert f'--task1-predictions {tmp_path}/typo.jsonl' in given and f'--calibration-data {tmp_path}/val.jsonl' in given
+    assert 'make infer' not in given and 'infer SPLIT=' not in given
+    defaults = ' '.join(make('-n', '-o', '.venv/.medico-setup', 'submit-task2', f'RUN={tmp_path}/run').split())
+    assert 'test -e preds/run/task2_val-original.jsonl ||' in defaults
+    assert 'infer SPLIT=task2_val-original PRED=preds/run/task2_val-original.jsonl INFER_ARGS=" --logprobs"' in defaults
+    assert 'infer SPLIT=val-original PRED=preds/run/val-original.jsonl INFER_ARGS=" --logprobs"' in defaults
+    assert '--calibration-data preds/run/val-original.jsonl --calibration-rows 2000' in defaults
+    assert '--calibration-data' not in make('-n', '-o', '.venv/.medico-setup', 'submit-task2', 'CALIBRATION=')
+    # really run: a given path that does not exist stops the target with submission.task2's one-line error
+    proc = subprocess.run(['make', '--no-print-directory', '-o', '.venv/.medico-setup', 'submit-task2', 'DRY_RUN=1',
+                           f'TASK1_PRED={tmp_path}/typo.jsonl', 'CALIBRATION=', f'MODEL={tmp_path}',
+                           'TEAM=submission/team.demo.json'], cwd=REPO, capture_output=True, text=True)
+    err = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+    assert proc.returncode != 0 and err and err[0].startswith(f'error: {tmp_path}/typo.jsonl: --task1-predictions: '
+                                                              'file not found'), proc.stderr
+
+
+def test_serve_ask_and_adapter_variables():
+    dry = make('-n', '-o', '.venv/.medico-setup', 'serve', 'ask', 'IMAGE=frame.jpg', 'Q=Is there a polyp?')
+    assert 'inference.serve --model runs/7B_lora/merged --host 127.0.0.1 --port 8000 --backend auto' in dry
+    assert 'inference.ask --image "frame.jpg" --question "Is there a polyp?" --model runs/7B_lora/merged' in dry
+    dry = make('-n', '-o', '.venv/.medico-setup', 'ask', 'IMAGE=f.jpg', 'Q=q', 'URL=http://127.0.0.1:9/v1')
+    assert '--url http://127.0.0.1:9/v1' in dry and '--model' not in dry
+    dry = make('-n', '-o', '.venv/.medico-setup', 'infer', 'MODEL=Qwen/Qwen2.5-VL-7B-Instruct',
+               'ADAPTERS=SimulaMet/Qwen2.5-VL-KvasirVQA-x1-ft')
+    assert '--model Qwen/Qwen2.5-VL-7B-Instruct' in dry and '--adapters SimulaMet/Qwen2.5-VL-KvasirVQA-x1-ft' in dry
+    assert 'training.curves --run runs/7B_lora' in make('-n', '-o', '.venv/.medico-setup', 'curves')

@@ -249,6 +249,10 @@ def test_predictions_one_row_per_input_in_order(baseline, inputs):
         tokens, logprobs = row['tokens'], row['token_logprobs']
         assert 1 <= len(tokens) == len(logprobs) <= MAX_NEW
         assert all(math.isfinite(x) and x <= 0 for x in logprobs)
+        # the first token's alternatives (the Subtask 2 yes/no confidence): greedy chose the most likely one
+        first = row['first_top_logprobs']
+        assert 1 <= len(first) <= 20 and tokens[0] in first
+        assert max(first.values()) == pytest.approx(logprobs[0]) == pytest.approx(first[tokens[0]])
         text = ''.join(tokens)
         for eos in EOS_TOKENS:
             text = text.removesuffix(eos)
@@ -298,7 +302,7 @@ def test_request_building_and_response_parsing_with_swift(tiny_model_dir):
     from swift.infer_engine.protocol import (ChatCompletionResponse, ChatCompletionResponseChoice, ChatMessage,
                                              UsageInfo)
 
-    from inference.backends import parse_response, swift_request
+    from inference.backends import parse_response, request_config, swift_request
 
     prompt, ref = prompt_of({'messages': [{'role': 'user', 'content': '<image>q'},
                                           {'role': 'assistant', 'content': 'yes'}], 'images': ['/x.jpg']})
@@ -307,14 +311,21 @@ def test_request_building_and_response_parsing_with_swift(tiny_model_dir):
     assert request.images == ['/x.jpg']
     assert read_model_kind(str(tiny_model_dir), []) == ('qwen2_5_vl', 'qwen2_5_vl')
 
-    def response(logprobs):
+    def response(logprobs, top=()):
         content = [{'token': t, 'logprob': lp, 'bytes': []} for t, lp in logprobs]
+        if top:
+            content[0]['top_logprobs'] = [{'token': t, 'logprob': lp, 'bytes': []} for t, lp in top]
         choice = ChatCompletionResponseChoice(index=0, message=ChatMessage(role='assistant', content='no'),
                                               finish_reason='stop', logprobs={'content': content})
         return ChatCompletionResponse(model='m', choices=[choice], usage=UsageInfo(1, len(content), 1))
 
     parsed = parse_response(response([('no', -0.5), ('<|im_end|>', -0.1)]), logprobs=True)
-    assert parsed == {'prediction': 'no', 'tokens': ['no', '<|im_end|>'], 'token_logprobs': [-0.5, -0.1]}
+    assert parsed == {'prediction': 'no', 'tokens': ['no', '<|im_end|>'], 'token_logprobs': [-0.5, -0.1],
+                      'first_top_logprobs': {}}
+    # alternatives at the first token: two ids that decode to one text keep the larger log-prob
+    parsed = parse_response(response([('no', -0.5)], top=[('no', -0.5), ('yes', -1.2), ('yes', -3.0)]), True)
+    assert parsed['first_top_logprobs'] == {'no': -0.5, 'yes': -1.2}
+    assert request_config(8, True).top_logprobs == 20 and request_config(8, False).top_logprobs is None
     assert parse_response(response([('no', -0.5)]), logprobs=False) == {'prediction': 'no'}
     with pytest.raises(RuntimeError, match='non-finite'):
         parse_response(response([('no', float('-inf'))]), logprobs=True)

@@ -245,3 +245,45 @@ def test_grounding_recipe_adds_the_box_rows_and_the_json_box_format(data_dir, tm
                      None, [], False, {}, gpus=1)
     assert [Path(v).name for v in r.get('dataset').values] == ['train-original.jsonl', 'grounding.jsonl']
     assert env['QWENVL_BBOX_FORMAT'] == 'new'
+
+
+def test_a_misspelled_flag_gets_a_did_you_mean_from_ms_swift(tmp_path):
+    recipe = write(tmp_path / 'typo.args', '@recipes/qwen2_5_vl/7B_lora.args\n--learning_rat 1e-4\n')
+    with pytest.raises(InputError, match=r'typo.args:2: --learning_rat is not a `swift sft` argument '
+                                         r'\(did you mean --learning_rate\?\)'):
+        check_flags(load_recipe(recipe, VARS).flags, 'sft')
+    with pytest.raises(InputError, match=r'--zzz_qqq is not a `swift sft` argument$'):   # nothing close: no guess
+        check_flags(flags_from_argv(['--zzz_qqq', '1']), 'sft')
+
+
+def test_recipe_not_found_lists_the_recipes(data_dir, tmp_path):
+    proc = run_module('training.launch', '--recipe', 'recipes/qwen2_5_vl/7B_lora_typo.args', '--data', data_dir,
+                      '--run', tmp_path / 'run', '--dry-run', check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith('error: recipes/qwen2_5_vl/7B_lora_typo.args: recipe not found')
+    assert all(str(p.relative_to(REPO)) in last for p in RECIPES)
+
+
+def test_make_recipes_lists_every_recipe_from_its_file():
+    proc = subprocess.run(['make', '-s', '--no-print-directory', '-o', '.venv/.medico-setup', 'recipes'], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ['recipe', 'model', 'method', 'topology', 'MAX_PIXELS', 'hardware']
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {str(p.relative_to(REPO)) for p in RECIPES}
+    for path, line in rows.items():   # the hardware line is the recipe's first comment line
+        assert (REPO / path).read_text().splitlines()[0].lstrip('# ') in line
+    default = rows['recipes/qwen2_5_vl/7B_lora.args']
+    assert '(default)' in default and 'Qwen/Qwen2.5-VL-7B-Instruct' in default and 'lora r16' in default
+    assert 'DDP, global batch 128 (16/device)' in default and ' 640000 ' in default
+    assert 'DeepSpeed zero3' in rows['recipes/qwen2_5_vl/7B_full_zero3.args']
+    assert ' full ' in rows['recipes/qwen2_5_vl/7B_full_zero3.args']
+    assert 'google/medgemma-4b-it' in rows['recipes/medgemma/4B_lora.args']
+
+
+def test_prepare_statistics_use_the_default_recipes_image_budget():
+    from data_prep.prepare import DEFAULT_MAX_PIXELS
+    from training.recipe import DEFAULT_RECIPE, describe
+    makefile = (REPO / 'Makefile').read_text()
+    assert f'RECIPE  ?= {DEFAULT_RECIPE}\n' in makefile
+    assert DEFAULT_MAX_PIXELS == int(describe(DEFAULT_RECIPE)['MAX_PIXELS'])

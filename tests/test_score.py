@@ -100,3 +100,52 @@ def test_repeated_pairs_are_a_note_unless_strict(tmp_path):
     assert 'note: 1 rows repeat' in proc.stderr and json.loads(proc.stdout)['rouge1'] == 0.8
     strict = run_module('eval.score', path, '--strict-ids', check=False)
     assert strict.returncode == 2 and ':2: img_id+question: duplicate id' in strict.stderr
+
+
+def test_original_and_augmented_files_are_scored_side_by_side(tmp_path, rows):
+    """`make score` on X-original.jsonl adds X-augmented.jsonl when it exists: the challenge's two settings."""
+    original = _write(tmp_path / 'task1_public-original.jsonl', [r for r in rows if r['setting'] == 'original'])
+    augmented = [r for r in rows if r['setting'] == 'augmented']
+    _write(tmp_path / 'task1_public-augmented.jsonl', [{**r, 'prediction': 'zzz'} for r in augmented])
+    out = tmp_path / 'report'
+    proc = run_module('eval.score', original, '--report', out)
+    assert 'task1_public-augmented.jsonl holds the other image setting' in proc.stderr
+    rep = json.loads((out / 'report.json').read_text())
+    assert rep['settings']['original']['n'] == rep['settings']['augmented']['n'] == 160
+    assert rep['settings']['augmented']['bleu'] == 0.0 < rep['settings']['original']['bleu']
+    md = (out / 'report.md').read_text()
+    assert '## Original vs augmented images' in md and '| bleu | ' in md and 'settings.png' in rep['plots']
+    assert (out / 'settings.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert json.loads(proc.stdout) == {k: score.score_file(original)[k] for k in metrics.REPORTED}   # still PRED's
+    alone = run_module('eval.score', original, '--report', tmp_path / 'alone', '--no-pair')
+    assert 'other image setting' not in alone.stderr
+    assert '## Original vs augmented images' not in (tmp_path / 'alone' / 'report.md').read_text()
+
+
+def test_bars_carry_their_values_and_a_zero_bar_shows_0():
+    from eval.report import bar_figure
+    groups = {'original': {'n': 3, **dict.fromkeys(metrics.REPORTED, 0.5)},
+              'augmented': {'n': 3, **dict.fromkeys(metrics.REPORTED, 0.5), 'bleu': 0.0}}
+    for horizontal in (False, True):
+        fig = bar_figure(groups, 'title', horizontal)
+        labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert sorted(labels) == sorted(['0'] + ['0.500'] * (2 * len(metrics.REPORTED) - 1))
+
+
+def test_report_shows_the_best_and_worst_rows_per_question_class(tmp_path, rows):
+    out = tmp_path / 'report'
+    run_module('eval.score', GOLDEN, '--report', out)
+    rep = json.loads((out / 'report.json').read_text())
+    examples = rep['examples']
+    assert list(examples) == list(rep['runs'][str(GOLDEN)]['question_class'])   # every class, largest first
+    scorer = metrics.Scorer()
+    for key, parts in examples.items():
+        members = [r for r in rows if key in r['question_class']]
+        rouge_l = sorted(scorer.rouge_pair(r['reference'], r['prediction'])[2].fmeasure for r in members)
+        assert [e['rougeL'] for e in parts['best']] == [round(x, 4) for x in rouge_l[::-1][:len(parts['best'])]]
+        assert [e['rougeL'] for e in parts['worst']] == [round(x, 4) for x in rouge_l[:len(parts['worst'])]]
+        assert len(parts['best']) + len(parts['worst']) == min(4, len(members))
+    md = (out / 'report.md').read_text()
+    worst = examples['polyp_count']['worst'][0]
+    assert '## Examples per question class (best and worst by ROUGE-L)' in md
+    assert f'| polyp_count | worst | {worst["rougeL"]:.3f} |' in md

@@ -79,6 +79,8 @@ def test_tiny_recipe_trains(trained):
     composed = (run / 'recipe.args').read_text()
     assert '--gradient_accumulation_steps 1  # --global_batch' in composed and '--tuner_type lora' in composed
     assert json.loads((run / 'medico_env.json').read_text()) == {'MAX_PIXELS': '50176'}   # the recipe's image budget
+    assert json.loads(next(run.glob('v0-*/args.json')).read_text())['use_hf'] is True   # what reached ms-swift
+    assert Image.open(run / 'loss_curve.png').format == 'PNG'   # drawn from logging.jsonl after the run
 
 
 @pytest.mark.slow
@@ -117,6 +119,10 @@ def test_resume_continues_from_the_last_checkpoint(trained, tiny_model_dir):
     assert 'v1/checkpoint-6' in checkpoints(run)
     state = json.loads(next(run.glob('v1-*/checkpoint-6/trainer_state.json')).read_text())
     assert state['global_step'] == 6
+    from training.curves import run_curves   # the curve redrawn after the resumed run: one line over v0 and v1
+    curves, restarts = run_curves(run)
+    assert [step for step, _ in curves['loss']] == [1, 2, 3, 4, 5, 6] and restarts == [5]
+    assert f'loss curve: {run}/loss_curve.png' in proc.stdout
 
 
 def test_export_of_a_full_checkpoint_copies_weights_without_optimizer_state(tmp_path):

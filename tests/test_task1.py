@@ -11,7 +11,7 @@ import pytest
 from common.errors import InputError
 from submission.dry_run import validate_predictions
 from submission.patch_check import check_script
-from submission.task1 import render_script, requirements_txt, resolve_models
+from submission.task1 import readme, render_script, requirements_txt, resolve_models
 from submission.team import TEAM_FIELDS, load_team
 from tests.conftest import REPO, run_module
 
@@ -121,6 +121,17 @@ def test_requirements_pin_what_the_script_imports():
 
 
 # ---------------------------------------------------------------- model resolution
+def test_readme_names_no_local_paths(tmp_path):
+    """The hub repo's README lists the training recipe from args.json, whose paths are this machine's."""
+    args_json = {'model': str(tmp_path / 'models/tiny'), 'dataset': [str(tmp_path / 'data/swift/train-original.jsonl')],
+                 'val_dataset': [str(tmp_path / 'data/swift/val-original.jsonl')], 'lora_rank': 8, 'template':
+                 'qwen2_5_vl', '_path': str(tmp_path / 'run/v0-1/args.json')}
+    text = readme(name='t', model_id='u/m', adapter_id=None, args_json=args_json, scores={}, settings={'max_pixels': 1})
+    assert str(tmp_path) not in text
+    assert '- dataset: `[".../swift/train-original.jsonl"]`' in text and '- model: `".../models/tiny"`' in text
+    assert '- lora_rank: `8`' in text and '- template: `"qwen2_5_vl"`' in text
+
+
 def test_resolve_models_errors(tmp_path):
     adapter = tmp_path / 'adapter'
     adapter.mkdir()

@@ -118,26 +118,6 @@ def test_cli_one_line_and_exit_2(tmp_path, synthetic_dataset):
     assert [l for l in err if l.startswith('error: ')] == [err[-1]] and 'img_id' in err[-1], proc.stderr
 
 
-def test_calibration_rows_from_both_formats(tmp_path):
-    from submission.task2 import load_calibration_rows
-    img = tmp_path / 'a.jpg'
-    Image.new('RGB', (8, 8)).save(img)
-    swift = tmp_path / 'val.jsonl'
-    swift.write_text(json.dumps({'messages': [{'role': 'user', 'content': '<image>Is it red?'},
-                                              {'role': 'assistant', 'content': 'yes'}], 'images': [str(img)]}) + '\n')
-    assert load_calibration_rows(str(swift), None, None) == \
-        [{'question': 'Is it red?', 'reference': 'yes', 'prediction': None, 'image': img}]
-    pred = tmp_path / 'val.pred.jsonl'
-    pred.write_text(json.dumps({'question': 'q?', 'reference': 'r', 'prediction': 'p', 'image': 'a.jpg'}) + '\n')
-    assert load_calibration_rows(str(pred), None, None)[0]['image'] == img   # relative to the file
-    pred.write_text(json.dumps({'question': 'q?', 'prediction': 'p', 'image': 'a.jpg'}) + '\n')
-    with pytest.raises(InputError, match='reference'):
-        load_calibration_rows(str(pred), None, None)
-    pred.write_text(json.dumps({'question': 'q?', 'reference': 'r', 'prediction': 'p', 'image': 'b.jpg'}) + '\n')
-    with pytest.raises(InputError, match='image not found'):
-        load_calibration_rows(str(pred), None, None)
-
-
 # ---------------------------------------------------------------- full build (slow)
 MAX_PIXELS = str(28 * 28 * 16)  # small images: quick on CPU
 
@@ -154,116 +134,165 @@ def _swift_jsonl(rows, path: Path, with_val_id: bool) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_dataset):
-    from submission.task2 import load_val_rows
-    n = 2
-    val = [dict(r, answer=r['reference']) for r in load_val_rows(str(synthetic_dataset), None, n)]
-    val_jsonl = _swift_jsonl(val, tmp_path / 'task2_val.jsonl', with_val_id=True)
-    preds = tmp_path / 'task2_val.pred.jsonl'
-    run_module('inference.predict', '--model', tiny_model_dir, '--data', val_jsonl, '--out', preds,
-               '--backend', 'transformers', '--max-new-tokens', 6, '--max-pixels', MAX_PIXELS)
-    import pyarrow.parquet as pq
-    train = pq.read_table(synthetic_dataset / 'data' / 'train-00000-of-00001.parquet').to_pylist()[:4]
-    cal = _swift_jsonl([dict(r, val_id=None, image=synthetic_dataset / r['image']) for r in train],
-                       tmp_path / 'val.jsonl', with_val_id=False)
+N_VAL = 4
 
-    name, root = 'tiny', tmp_path / 'build'
-    args = ['--model', tiny_model_dir, '--hub-repo', 'someone/medico-task2', '--name', name, '--build-root', root,
+
+def _build_args(tiny_model_dir, synthetic_dataset, root, cal, *extra) -> list:
+    return ['--model', tiny_model_dir, '--hub-repo', 'someone/medico-task2', '--name', 'tiny', '--build-root', root,
             '--team', REPO / 'submission' / 'team.demo.json', '--dataset', synthetic_dataset,
-            '--task1-predictions', preds, '--calibration-data', cal, '--limit', n, '--grid', 2,
-            '--answer-tokens', 6, '--probe-tokens', 4, '--grounding-tokens', 6, '--max-pixels', MAX_PIXELS]
+            '--calibration-data', cal, '--limit', N_VAL, '--grid', 2, '--answer-tokens', 6, '--probe-tokens', 4,
+            '--grounding-tokens', 6, '--max-pixels', MAX_PIXELS, *extra]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope='module')
+def task2_inputs(tiny_model_dir, synthetic_dataset, tmp_path_factory) -> dict:
+    """Task 1 predictions of the first N_VAL val rows and labelled calibration predictions, both with log-probs,
+    from inference.predict (the `make infer` path)."""
+    from submission.task2 import load_val_rows
+    folder = tmp_path_factory.mktemp('task2')
+    val = [dict(r, answer=r['reference']) for r in load_val_rows(str(synthetic_dataset), None, N_VAL)]
+    import pyarrow.parquet as pq
+    train = pq.read_table(synthetic_dataset / 'data' / 'train-00000-of-00001.parquet').to_pylist()[:6]
+    out = {'val': val}
+    for name, rows, with_id in (('task1', val, True), ('calibration', [
+            dict(r, val_id=None, image=synthetic_dataset / r['image']) for r in train], False)):
+        data = _swift_jsonl(rows, folder / f'{name}.jsonl', with_val_id=with_id)
+        out[name] = folder / f'{name}.pred.jsonl'
+        run_module('inference.predict', '--model', tiny_model_dir, '--data', data, '--out', out[name],
+                   '--backend', 'transformers', '--max-new-tokens', 6, '--max-pixels', MAX_PIXELS, '--logprobs')
+    return out
+
+
+@pytest.mark.slow
+def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_dataset, task2_inputs):
+    """Without a Task 1 file the build answers through inference.predict first (and says so): the same answers as
+    `make infer`; every stage's output reaches the submission; a rerun does no model work."""
+    root = tmp_path / 'build'
+    args = _build_args(tiny_model_dir, synthetic_dataset, root, task2_inputs['calibration'])
     proc = run_module('submission.task2', *args)
+    assert 'no --task1-predictions given: answering the 4 val rows now with inference.predict' in proc.stderr
     assert 'dry run: nothing uploaded' in proc.stdout
-    out = root / name
-    lines = [json.loads(l) for l in (out / 'submission_task2.jsonl').read_text().splitlines()]
-    predicted = {json.loads(l)['val_id']: json.loads(l)['prediction'] for l in preds.read_text().splitlines()}
-    assert [l['val_id'] for l in lines] == list(range(n))
-    assert all(l['answer'] == predicted[l['val_id']] for l in lines)
-    for l, r in zip(lines, val):
+    out, work = root / 'tiny', root / '.work-tiny'
+    lines = _jsonl(out / 'submission_task2.jsonl')
+    preds = _jsonl(task2_inputs['task1'])
+    assert [l['val_id'] for l in lines] == list(range(N_VAL))
+    assert [l['answer'] for l in lines] == [p['prediction'] for p in preds]   # the make infer path's answers
+    for l, r in zip(lines, task2_inputs['val']):
         heat = [v for v in l['visual_explanation'] if v['type'] == 'heatmap']
         assert len(heat) == 1 and heat[0]['description'] in l['textual_explanation']
         with Image.open(out / heat[0]['data']) as im:
             assert (im.format, im.size) == ('PNG', (r['width'], r['height']))
         assert 0.0 <= l['confidence_score'] <= 1.0
     report = json.loads((out / 'report' / 'report.json').read_text())
-    assert report['greedy_consistent'] == n          # re-generated answers == inference.predict's, text for text
-    assert report['calibration']['before']['n'] == 4 and (out / 'report' / 'reliability.png').is_file()
-    audit = [json.loads(l) for l in (out / 'report' / 'explanations_audit.jsonl').read_text().splitlines()]
+    assert report['confidence_sources'] == {'task1 log-probs': N_VAL}
+    assert report['calibration']['sample'] == {'rows': 6, 'of': 6, 'cap': 2000, 'seed': 0,
+                                               'strata': report['calibration']['sample']['strata']}
+    assert report['calibration']['before']['n'] == 6 and (out / 'report' / 'reliability.png').is_file()
+    assert 0 <= report['greedy_consistent'] <= N_VAL
+    audit = _jsonl(out / 'report' / 'explanations_audit.jsonl')
     assert report['boxes']['outputs'] == sum(a['grounding_output'] is not None for a in audit)
     assert report['boxes']['kept'] == sum(len(v['data']) for l in lines for v in l['visual_explanation']
                                           if v['type'] == 'bounding_box')
     assert all(a['probes'] and all(p['question'] for p in a['probes']) for a in audit)
-    assert 'heatmap mass inside' in (out / 'README.md').read_text()
+    assert all(len(a['heatmap_cells']) == 2 for a in audit)
+    readme = (out / 'README.md').read_text()
+    assert 'heatmap mass inside' in readme and 'a sample of 6 of its 6 predictions' in readme
     # the script is importable and only defines SUBMISSION_INFO
     ns: dict = {}
     exec(compile((out / 'submission_task2.py').read_text(), 'submission_task2.py', 'exec'), ns)
     assert ns['SUBMISSION_INFO'] == TEAM | {'Participant_Names': 'Medico Recipes Demo',
                                             'Affiliations': 'medico2026-recipes (offline demo run)'}
     # the stand-alone validator agrees; a wrong Task 1 file is refused
-    run_module('submission.validate_task2', out, '--dataset', synthetic_dataset, '--limit', n,
-               '--task1-predictions', preds)
+    run_module('submission.validate_task2', out, '--dataset', synthetic_dataset, '--limit', N_VAL,
+               '--task1-predictions', task2_inputs['task1'])
     bad = tmp_path / 'bad.pred.jsonl'
-    bad.write_text(''.join(json.dumps(dict(json.loads(l), prediction='changed')) + '\n'
-                           for l in preds.read_text().splitlines()))
-    proc = run_module('submission.validate_task2', out, '--dataset', synthetic_dataset, '--limit', n,
+    bad.write_text(''.join(json.dumps(dict(p, prediction='changed')) + '\n' for p in preds))
+    proc = run_module('submission.validate_task2', out, '--dataset', synthetic_dataset, '--limit', N_VAL,
                       '--task1-predictions', bad, check=False)
     assert proc.returncode == 2 and 'differs from the Task 1 prediction' in proc.stderr
-    # a second run resumes from the per-row cache and rebuilds the same folder; no temp folder is left
-    assert sorted(p.name for p in (root / f'.work-{name}' / 'rows').iterdir()) == ['0.json', '1.json']
+    # a rerun finds every stage done (no model is loaded) and rebuilds the same folder; no temp folder is left
     before = (out / 'submission_task2.jsonl').read_text()
-    run_module('submission.task2', *args)
+    timings = (work / 'timings.jsonl').read_text().splitlines()
+    proc = run_module('submission.task2', *args)
+    assert 'using the answers made earlier by inference.predict' in proc.stderr
     assert (out / 'submission_task2.jsonl').read_text() == before
-    assert sorted(p.name for p in root.iterdir()) == [f'.work-{name}', name]
-    # answers this model does not give are refused, and the previous build stays in place
-    i = args.index('--task1-predictions')
-    proc = run_module('submission.task2', *args[:i + 1], bad, *args[i + 2:], check=False)
-    assert proc.returncode == 2 and "not this model's greedy output" in proc.stderr
-    assert (out / 'submission_task2.jsonl').read_text() == before
+    assert sorted(p.name for p in root.iterdir()) == ['.work-tiny', 'tiny']
+    again = [json.loads(t)['stage'] for t in (work / 'timings.jsonl').read_text().splitlines()[len(timings):]]
+    assert not set(again) & set(stages_mod().MODEL_STAGES) and 'Loading weights' not in proc.stderr
 
 
-RUNNER_CHECK = """
-import json, sys
-from PIL import Image
-from explain.grounding import smart_resize
-from explain.runner import VLRunner
-model, images, max_pixels = sys.argv[1], sys.argv[2:-1], int(sys.argv[-1])
-runner = VLRunner(model)
-out = {'resized': [], 'gens': []}
-for path in images:
-    im = Image.open(path).convert('RGB')
-    out['resized'].append([list(runner.resized_size(im)), list(smart_resize(im.height, im.width, max_pixels=max_pixels))[::-1]])
-    for q in ('Is there a polyp?', 'What colour is the abnormality?'):
-        gen = runner.answer(im, q, max_new_tokens=1)
-        ids = runner.tokenizer(gen.text, add_special_tokens=False)['input_ids']
-        batch = runner.answer_logprob_batch([im, im], q, gen.text) if len(ids) == 1 else None
-        out['gens'].append({'logprobs': gen.token_logprobs, 'top': max(gen.first_top.values()), 'batch': batch})
-print(json.dumps(out))
-"""
+def stages_mod():
+    from explain import stages
+    return stages
 
 
 @pytest.mark.slow
-def test_runner_matches_ms_swift_generation(tiny_model_dir, synthetic_dataset):
-    """Our scoring path (ms-swift template encode + forward) gives ms-swift's own generation log-probs, and the
-    grounding size is Qwen2.5-VL's smart_resize under MAX_PIXELS. Runs in a fresh process: ms-swift reads
-    MAX_PIXELS when it is first imported, as `submission.task2` does (it sets it before importing ms-swift)."""
-    import os
+def test_killed_build_resumes_with_two_workers(tmp_path, tiny_model_dir, synthetic_dataset, task2_inputs):
+    """SIGKILL in the middle of the occlusion stage, then a rerun with two worker processes: the finished stages and
+    rows are kept, only the rest is scored, and the submission equals an uninterrupted build's."""
+    import signal
     import subprocess
     import sys
-    images = [str(p) for p in sorted((synthetic_dataset / 'images').glob('*.jpg'))[:3]]
-    env = dict(os.environ)
-    use_image_budget(int(MAX_PIXELS), env)   # also drops a token count an earlier in-process test left behind
-    proc = subprocess.run([sys.executable, '-c', RUNNER_CHECK, str(tiny_model_dir), *images, MAX_PIXELS], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for ours, expected in out['resized']:
-        assert ours == expected
-    checked = 0
-    for gen in out['gens']:
-        assert len(gen['logprobs']) == 1   # one token always re-tokenizes to itself (unless a partial UTF-8 byte)
-        assert gen['top'] == pytest.approx(gen['logprobs'][0])
-        if gen['batch'] is not None:
-            assert gen['batch'] == pytest.approx([sum(gen['logprobs'])] * 2, abs=1e-3)
-            checked += 1
-    assert checked >= 1
+    import time
+    ref_root, root = tmp_path / 'ref', tmp_path / 'build'
+    extra = ('--task1-predictions', task2_inputs['task1'], '--score-batch', 1)
+    run_module('submission.task2', *_build_args(tiny_model_dir, synthetic_dataset, ref_root,
+                                                task2_inputs['calibration'], *extra))
+    args = _build_args(tiny_model_dir, synthetic_dataset, root, task2_inputs['calibration'], *extra)
+    partial = root / '.work-tiny' / 'occlusion.jsonl.partial'
+    proc = subprocess.Popen([sys.executable, '-m', 'submission.task2', *map(str, args)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if partial.is_file() and len(partial.read_text().splitlines()) >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    scored = len([l for l in partial.read_text().splitlines() if l.endswith('}')])
+    assert proc.returncode == -signal.SIGKILL and 1 <= scored < N_VAL, 'the build finished before it was killed'
+    work = root / '.work-tiny'
+    assert (work / 'probes.jsonl').is_file() and (work / 'grounding.jsonl').is_file()
+    timings = len((work / 'timings.jsonl').read_text().splitlines())
+    proc = run_module('submission.task2', *args, '--workers', 2)
+    assert f'probes/grounding/occlusion: {scored} of {N_VAL} rows done, {N_VAL - scored} to do' in proc.stderr
+    again = [json.loads(t) for t in (work / 'timings.jsonl').read_text().splitlines()[timings:]]
+    assert {t['stage'] for t in again if t['rank'] is not None} == {'occlusion'}          # workers: occlusion only
+    assert sum(t['rows'] for t in again if t['rank'] is not None) == N_VAL - scored
+    assert not list(work.glob('*.partial*'))
+    new, ref = (_jsonl(r / 'tiny' / 'submission_task2.jsonl') for r in (root, ref_root))
+    assert new == ref
+    cells = [(a['heatmap_cells'], b['heatmap_cells']) for a, b in zip(
+        _jsonl(root / 'tiny' / 'report' / 'explanations_audit.jsonl'),
+        _jsonl(ref_root / 'tiny' / 'report' / 'explanations_audit.jsonl'))]
+    assert all(a == pytest.approx(b, abs=1e-4) for x, y in cells for a, b in zip(x, y))
+
+
+@pytest.mark.slow
+def test_answers_are_taken_as_they_are(tmp_path, tiny_model_dir, synthetic_dataset, task2_inputs):
+    """A Task 1 file with answers this model would not give is submitted as it is (the answers must equal Task 1's):
+    the teacher-forced check reports them, it does not stop the build. A given file that does not exist, or a
+    calibration file without log-probs, is a one-line error before any model work."""
+    changed = tmp_path / 'changed.pred.jsonl'
+    changed.write_text(''.join(json.dumps({k: v for k, v in dict(p, prediction=f'changed {i}').items()
+                                           if k not in ('token_logprobs', 'first_top_logprobs', 'tokens')}) + '\n'
+                               for i, p in enumerate(_jsonl(task2_inputs['task1']))))
+    root = tmp_path / 'build'
+    args = _build_args(tiny_model_dir, synthetic_dataset, root, task2_inputs['calibration'], '--grid', 1)
+    run_module('submission.task2', *args, '--task1-predictions', changed)
+    lines = _jsonl(root / 'tiny' / 'submission_task2.jsonl')
+    assert [l['answer'] for l in lines] == [f'changed {i}' for i in range(N_VAL)]
+    report = json.loads((root / 'tiny' / 'report' / 'report.json').read_text())
+    assert report['greedy_consistent'] == 0 and report['confidence_sources'] == {'teacher-forced': N_VAL}
+    for bad_args, message in (
+            (['--task1-predictions', tmp_path / 'missing.jsonl'], 'missing.jsonl: --task1-predictions: file not found'),
+            (['--calibration-data', task2_inputs['calibration'].with_name('calibration.jsonl')],
+             'an ms-swift JSONL, not predictions')):
+        proc = run_module('submission.task2', *args, *bad_args, check=False)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and err[-1].startswith('error: ') and message in err[-1], proc.stderr
+        assert 'Loading weights' not in proc.stderr

@@ -19,11 +19,12 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError, cli_main
-from common.hub import hub_token
+from common.hub import hub_env, hub_token, use_hub_defaults
 from common.io import read_jsonl, write_json
 from common.offline import offline_env
 from common.run_env import read_run_env, write_run_env
 from training.launch import latest_checkpoint, swift_command
+from training.model_folder import make_self_contained
 
 # Files of a full-weights checkpoint that a model folder does not need.
 TRAINING_STATE = ('optimizer.pt', 'scheduler.pt', 'trainer_state.json', 'training_args.bin', 'rng_state*.pth',
@@ -59,7 +60,7 @@ def partial_dir(out: Path) -> Path:
 def merge_lora(ck: Path, dest: Path) -> None:
     cmd = [*swift_command(), 'export', '--adapters', str(ck), '--merge_lora', 'true', '--output_dir', str(dest)]
     print(' '.join(cmd), flush=True)
-    env = offline_env() if Path(json.loads((ck / 'args.json').read_text())['model']).is_dir() else dict(os.environ)
+    env = offline_env() if Path(json.loads((ck / 'args.json').read_text())['model']).is_dir() else hub_env()
     if subprocess.run(cmd, env=env).returncode != 0:
         raise SystemExit('error: swift export failed (see above)')
 
@@ -135,6 +136,7 @@ def push(out: Path, repo_id: str) -> bool:
 def export(run: str, out: str, checkpoint: str | None = None, check_data: str | None = None, check_n: int = 4,
            hub_model_id: str | None = None) -> Path:
     ck = find_checkpoint(Path(run), checkpoint).resolve()
+    use_hub_defaults()   # the check loads a hub base model in this process: from Hugging Face unless USE_HF=0
     run_env = read_run_env(run)
     for name, value in run_env.items():       # e.g. MAX_PIXELS: the check answers with training's image size
         os.environ.setdefault(name, value)
@@ -142,6 +144,8 @@ def export(run: str, out: str, checkpoint: str | None = None, check_data: str | 
     info_path = out_path / DONE
     if info_path.is_file() and json.loads(info_path.read_text()).get('checkpoint') == str(ck):
         print(f'{out_path} already holds {ck}: not exporting again')
+        for change in make_self_contained(out_path, run_env):   # folders exported before this step existed
+            print(f'{out_path}: {change}')
     else:
         tmp = partial_dir(out_path)   # merged and checked aside: a failed check leaves no model at `out`
         if is_lora(ck):
@@ -158,6 +162,8 @@ def export(run: str, out: str, checkpoint: str | None = None, check_data: str | 
                 print('full fine-tune: the model folder is the checkpoint itself, nothing to compare')
         if run_env:
             write_run_env(tmp, run_env)
+        for change in make_self_contained(tmp, run_env):   # serves from any directory, resizes like training
+            print(f'{out_path}: {change}')
         write_json(tmp / DONE, {'checkpoint': str(ck), 'lora_merged': is_lora(ck),
                                 'checked_samples': check_n if check_data and is_lora(ck) else 0})
         shutil.rmtree(out_path, ignore_errors=True)

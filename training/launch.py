@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError, cli_main
+from common.hub import hub_env
 from common.io import atomic_open
 from common.offline import OFFLINE_ENV
 from common.run_env import write_run_env
@@ -140,7 +141,7 @@ def compose(recipe_path: str, data: str, run: str, model: str | None, extra: lis
     if derived:
         recipe = load_recipe(recipe_path, variables, extra_flags + derived)
 
-    run_env = dict(env)
+    run_env = hub_env(env)   # base models from Hugging Face, as their ids say; USE_HF=0 chooses ModelScope
     if nproc > 1 and env.get('NPROC_PER_NODE', '') == '':
         run_env['NPROC_PER_NODE'] = str(nproc)
         print(f'{gpus} GPUs visible: NPROC_PER_NODE={nproc} (data-parallel; set NPROC_PER_NODE to change)',
@@ -155,7 +156,7 @@ def compose(recipe_path: str, data: str, run: str, model: str | None, extra: lis
 
 def shown_command(cmd: list[str], env: dict, recipe: Recipe) -> str:
     keys = [k for k in (*DIST_ENV, *recipe.env()) if k in env]
-    keys += [k for k in ('CUDA_VISIBLE_DEVICES',) if k in env]
+    keys += [k for k in ('CUDA_VISIBLE_DEVICES', 'USE_HF') if k in env]
     prefix = ' '.join(f'{k}={shlex.quote(env[k])}' for k in dict.fromkeys(keys))
     return (prefix + ' ' if prefix else '') + shlex.join(cmd)
 
@@ -189,11 +190,42 @@ def main(argv: list[str] | None = None) -> int:
                               visible_gpus())
     cmd = [*swift_command(), 'sft', *recipe.swift_argv()]
     print(shown_command(cmd, run_env, recipe), flush=True)
+    report_lengths(recipe, run_env)
     if args.dry_run:
         return 0
     write_composed(recipe, Path(args.run) / 'recipe.args')
     write_run_env(args.run, {k: run_env[k] for k in recipe.env()})   # export copies it next to the model
-    return subprocess.run(cmd, env=run_env).returncode
+    returncode = subprocess.run(cmd, env=run_env).returncode
+    if run_env.get('NODE_RANK', '0') in ('', '0'):   # one curve per run, from the node that writes the logs
+        draw_curve(args.run)
+    return returncode
+
+
+def report_lengths(recipe: Recipe, env: dict) -> None:
+    """Say how many training samples exceed --max_length at the run's MAX_PIXELS: ms-swift drops (or cuts) them
+    without a word."""
+    from training.length_check import overlong
+    found = overlong(recipe, env, recipe.value('model'))
+    if found is None:
+        return
+    where = f'--max_length {found["max_length"]} at MAX_PIXELS={found["max_pixels"]}'
+    if found['over']:
+        strategy = recipe.value('truncation_strategy', 'delete')
+        fate = 'drops them' if strategy == 'delete' else f'cuts them (--truncation_strategy {strategy})'
+        print(f'warning: {found["over"]:,} of {found["total"]:,} training samples are longer than {where} '
+              f'(longest {found["longest"]:,} tokens): ms-swift {fate}; raise --max_length or lower MAX_PIXELS',
+              file=sys.stderr, flush=True)
+    else:
+        print(f'length check: all {found["total"]:,} training samples fit {where}', file=sys.stderr, flush=True)
+
+
+def draw_curve(run: str) -> None:
+    """RUN/loss_curve.png after every run (also a failed or killed one: its logged steps are worth seeing)."""
+    from training.curves import write_curve
+    try:
+        print(f'loss curve: {write_curve(run)}', flush=True)
+    except InputError as e:
+        print(f'no loss curve: {e}', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ and its own choices after them; the launcher appends the command line's flags la
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import io
 import re
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from common.errors import InputError
+from common.errors import InputError, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / 'recipes'
+DEFAULT_RECIPE = 'recipes/qwen2_5_vl/7B_lora.args'   # the Makefile's RECIPE default
 PSEUDO_FLAGS = {'global_batch', 'env'}   # consumed by training.launch, never passed to ms-swift
 _VAR = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
 _MAX_DEPTH = 16
@@ -140,7 +143,7 @@ def load_recipe(path: str | Path, variables: Mapping[str, str], extra: list[Flag
     """Expand a recipe's includes and ${VARS}, apply `extra` flags last; returns the merged, ordered flags."""
     path = Path(path)
     if not path.is_file():
-        raise InputError('recipe not found', file=str(path))
+        raise InputError(f'recipe not found; the recipes are: {", ".join(map(str, recipe_files()))}', file=str(path))
     return Recipe(path, merge(_collect(path.resolve(), variables, ()) + list(extra)))
 
 
@@ -158,7 +161,8 @@ def flags_from_argv(argv: list[str], file: str = '<command line>') -> list[Flag]
 
 
 # ---------------------------------------------------------------- validation against ms-swift's own parser
-_COMMANDS = {'sft': 'SftArguments', 'export': 'ExportArguments', 'infer': 'InferArguments'}
+_COMMANDS = {'sft': 'SftArguments', 'export': 'ExportArguments', 'infer': 'InferArguments',
+             'deploy': 'DeployArguments'}
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,7 +190,12 @@ def check_flags(flags: list[Flag], command: str = 'sft') -> None:
                 raise InputError('--env takes one NAME=VALUE', file=f.file, row=f.line)
             continue
         if f'--{f.name}' not in known:   # exact names only: argparse would accept unambiguous prefixes
-            hint = ' (ms-swift 4.x calls it --tuner_type)' if f.name == 'train_type' else ''
+            if f.name == 'train_type':
+                hint = ' (ms-swift 4.x calls it --tuner_type)'
+            else:   # closest names from ms-swift's own flag list
+                names = sorted({'--' + o[2:].replace('-', '_') for o in known if o.startswith('--')})  # one spelling
+                close = difflib.get_close_matches(f'--{f.name}', names, n=3, cutoff=0.75)
+                hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             raise InputError(f'--{f.name} is not a `swift {command}` argument{hint}', file=f.file, row=f.line)
         err = io.StringIO()
         try:
@@ -197,3 +206,64 @@ def check_flags(flags: list[Flag], command: str = 'sft') -> None:
             raise InputError(f'swift {command}: {msg[0].split("error: ", 1)[-1]}', file=f.file, row=f.line) from None
         if rest:
             raise InputError(f'swift {command} does not take {" ".join(rest)!r} here', file=f.file, row=f.line)
+
+
+# ---------------------------------------------------------------- the recipe list (`make recipes`)
+# Values for the ${VARS} a recipe may use, so that every recipe composes without a data folder or a model.
+PLACEHOLDERS = {'DATA': '<DATA>', 'RUN': '<RUN>', 'MODEL': '<MODEL>'}
+
+
+def recipe_files() -> list[Path]:
+    """Every recipe file, relative to the repository root (recipes/<model>/<name>.args)."""
+    return sorted(p.relative_to(REPO) for p in RECIPES.rglob('*.args'))
+
+
+def describe(path: str | Path) -> dict[str, str]:
+    """What a recipe trains, read from the file itself: model, method, topology, image budget, hardware line."""
+    path = Path(path) if Path(path).is_file() or Path(path).is_absolute() else REPO / path
+    recipe = load_recipe(path, PLACEHOLDERS)
+    lines = path.read_text(encoding='utf-8').splitlines()
+    hardware = lines[0].lstrip('#').strip() if lines and lines[0].startswith('#') else ''
+    for line in lines[1:]:   # a first line continued on the next ('... smaller cards' / '# lower the batch ...')
+        if not re.match(r'#\s+[a-z(]', line):
+            break
+        hardware += ' ' + line.lstrip('#').strip()
+    tuner = recipe.value('tuner_type', 'lora')
+    method = f'{tuner} r{recipe.value("lora_rank", "8")}' if tuner == 'lora' else tuner
+    if recipe.value('freeze_vit', 'true').lower() == 'false':
+        method += ' +ViT'
+    deepspeed = recipe.value('deepspeed')
+    topology = f'DeepSpeed {deepspeed}' if deepspeed else ('FSDP' if recipe.get('fsdp') else 'DDP')
+    batch = recipe.value('per_device_train_batch_size', '1')
+    topology += f', global batch {recipe.value("global_batch")} ({batch}/device)' if recipe.get('global_batch') \
+        else f', {batch}/device'
+    model = recipe.value('model', '')
+    shown = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+    return {'recipe': str(shown), 'model': 'MODEL=... (given)' if model == PLACEHOLDERS['MODEL'] else model,
+            'method': method, 'topology': topology, 'MAX_PIXELS': recipe.env().get('MAX_PIXELS', '-'),
+            'hardware': hardware}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(prog='python -m training.recipe',
+                                 description='List the recipes: model, method, topology, image budget, hardware.')
+    ap.add_argument('recipes', nargs='*', help='recipe files (default: every file under recipes/)')
+    args = ap.parse_args(argv)
+    rows = [describe(p) for p in (args.recipes or recipe_files())]
+    for row in rows:
+        if row['recipe'] == DEFAULT_RECIPE:
+            row['recipe'] += ' (default)'
+    columns = list(rows[0]) if rows else []
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
+    print('  '.join(c.ljust(widths[c]) if c in widths else c for c in columns))
+    for row in rows:
+        print('  '.join(row[c].ljust(widths[c]) if c in widths else row[c] for c in columns))
+    print(f'\nRun one: make sft RECIPE=<recipe>   (default {DEFAULT_RECIPE}); details: recipes/README.md',
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(cli_main(main)())

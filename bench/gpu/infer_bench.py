@@ -1,16 +1,14 @@
-"""Inference throughput: items/s and generated tokens/s (transformers backend, or vLLM through ms-swift).
+"""Inference throughput with the transformers backend: items/s and generated tokens/s.
 
 Usage: python -m bench.gpu.infer_bench MODEL DATA_DIR --mode MODE [--n 1500] [--batch 64] [--max-new-tokens 32]
-                                      [--packed-vit] [--profile FILE] [--out result.json]
-Questions and images: the first N lines of DATA_DIR/swift/train-original.jsonl (the assistant turn is dropped).
+                                      [--packed-vit] [--profile FILE] [--out result.json] [--split train-original]
+Questions and images: the first N lines of DATA_DIR/swift/<split>.jsonl (the assistant turn is dropped).
 The model's family (Qwen2.5-VL, Qwen3-VL, Gemma 3 / MedGemma) comes from its config.json (common.model_family).
 Modes:
   engine  ms-swift's TransformersEngine(max_batch_size=--batch).infer(all requests) — the medvqa Task-1 template's
           loop (its default: --batch 16) and what inference/backends.py uses today;
   ours    the `make infer` code path: inference.backends.load_backend('transformers', batch --batch, attention
           --attention) answering chunks of --batch prompts (Backend.answer), as inference.predict does;
-  vllm    the `make infer BACKEND=vllm` code path: inference.backends.load_backend('vllm') (ms-swift's VllmEngine,
-          the training template) answering chunks of --batch prompts (vLLM schedules them itself);
   hf      plain transformers: prompts + images prepared by DataLoader workers, left padding, batches of --batch,
           model.generate(greedy), bf16, sdpa.
 --packed-vit switches the vision tower to one attention call per layer (training/vit_attention.py; Qwen2.5-VL only).
@@ -35,9 +33,9 @@ def sync():
         torch.cuda.synchronize()
 
 
-def load_rows(data: str, n: int) -> list[dict]:
+def load_rows(data: str, n: int, split: str = 'train-original') -> list[dict]:
     rows = []
-    with open(os.path.join(data, 'swift', 'train-original.jsonl'), encoding='utf-8') as f:
+    with open(os.path.join(data, 'swift', f'{split}.jsonl'), encoding='utf-8') as f:
         for line in f:
             row = json.loads(line)
             rows.append({'question': row['messages'][0]['content'].replace('<image>', ''), 'image': row['images'][0]})
@@ -93,16 +91,11 @@ def profile(a, fn):
         f.write(events.table(sort_by='self_cpu_time_total', row_limit=30) + '\n')
 
 
-def run_ours(a, rows, backend_name: str = 'transformers') -> dict:
+def run_ours(a, rows) -> dict:
     from inference.backends import load_backend
     model_type, template = swift_kinds(a.model)
-    if backend_name == 'vllm':
-        backend = load_backend('vllm', a.model, [], max_new_tokens=a.max_new_tokens, logprobs=False,
-                               batch_size=a.batch, model_type=model_type, template=template, max_model_len=4096,
-                               limit_mm_per_prompt={'image': 1})
-    else:
-        backend = load_backend('transformers', a.model, [], max_new_tokens=a.max_new_tokens, logprobs=False,
-                               batch_size=a.batch, model_type=model_type, template=template, attention=a.attention)
+    backend = load_backend('transformers', a.model, [], max_new_tokens=a.max_new_tokens, logprobs=False,
+                           batch_size=a.batch, model_type=model_type, template=template, attention=a.attention)
     prompts = [{'messages': [{'role': 'user', 'content': '<image>' + r['question']}], 'images': [r['image']]}
                for r in rows]
 
@@ -121,8 +114,7 @@ def run_ours(a, rows, backend_name: str = 'transformers') -> dict:
     profile(a, lambda: answer_all(prompts[:2 * a.batch]))
     tokenizer = backend.engine.template.processor.tokenizer
     generated = sum(len(tokenizer.encode(x['prediction'], add_special_tokens=False)) for x in answers)
-    return dict(seconds=seconds, generated_tokens=generated, backend=backend_name,
-                attention=a.attention if backend_name == 'transformers' else None)
+    return dict(seconds=seconds, generated_tokens=generated, attention=a.attention)
 
 
 class Prompts(torch.utils.data.Dataset):
@@ -185,7 +177,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('model')
     ap.add_argument('data')
-    ap.add_argument('--mode', choices=['engine', 'ours', 'vllm', 'hf'], required=True)
+    ap.add_argument('--mode', choices=['engine', 'ours', 'hf'], required=True)
     ap.add_argument('--attention', default='fast', help="ours: inference.fast_attention choice (auto|fast|stock)")
     ap.add_argument('--n', type=int, default=1500)
     ap.add_argument('--batch', type=int, default=64)
@@ -194,11 +186,11 @@ def main(argv=None):
     ap.add_argument('--packed-vit', action='store_true')
     ap.add_argument('--profile', help='write a torch.profiler table of two extra batches to this file')
     ap.add_argument('--name', default=None)
+    ap.add_argument('--split', default='train-original', help='prepared split to read (bench.gpu.make_data)')
     ap.add_argument('--out')
     a = ap.parse_args(argv)
-    rows = load_rows(a.data, a.n)
-    res = {'engine': run_engine, 'ours': run_ours, 'vllm': lambda a, rows: run_ours(a, rows, 'vllm'),
-           'hf': run_hf}[a.mode](a, rows)
+    rows = load_rows(a.data, a.n, a.split)
+    res = {'engine': run_engine, 'ours': run_ours, 'hf': run_hf}[a.mode](a, rows)
     res.update(name=a.name or a.mode, mode=a.mode, items=len(rows), batch=a.batch, max_new_tokens=a.max_new_tokens,
                packed_vit=a.packed_vit, items_per_s=len(rows) / res['seconds'],
                generated_tokens_per_s=res['generated_tokens'] / res['seconds'],

@@ -21,7 +21,17 @@
 #   F<bs>       inference: the `make infer` path (inference.backends, batch <bs>, fast attention), profiled
 #   E<bs>       inference: TransformersEngine batch <bs>, no packed ViT (what `make infer` uses), profiled
 #   H<bs>       inference: plain transformers generate, batch <bs>, left padding, packed ViT (Qwen2.5-VL; else stock)
-#   W<chunk>    inference: the `make infer BACKEND=vllm` path (ms-swift VllmEngine), <chunk> prompts handed over at once
+#   VB          inference with vLLM (needs it importable): `make infer`'s vLLM path vs plain LLM.generate vs the
+#               transformers path (bench/gpu/vllm_bench.py; VB_STAGES overrides its stage list), NINFER items;
+#               with another ARCH use VB_STAGES=ours,tf (its `plain` stage writes Qwen2.5-VL's chat prompt)
+#   T2          Subtask 2: the per-row path of 88f43d9 on a few rows (BEFORE_TREE, default build/before-88f43d9:
+#               `python -m bench.task2_bench --extract-before` makes it; carry it) vs the stage-by-stage
+#               `submission.task2` on T2_ROWS (1500) rows + 2000 calibration rows; resumable: run T2 again in the
+#               next call until its log says complete. TASK2_ARGS: submission.task2 flags of the measured build (e.g.
+#               "--scorer vllm", "--grid 4 --occlusion-max-pixels 160000"), with its own T2_WORK folder per variant;
+#               T2_ARGS: more bench.gpu.task2_bench staged flags (e.g. --answers reference); BEFORE_TREE= skips the
+#               per-row side
+#   T2A         occlusion agreement: grid 4 / grid 3 / fewer image tokens vs grid 6 (FRAMES=real frames folder)
 # Vision-tower callbacks (vit_packed, vit_mlp_pad, vit_rope_compiled) change only Qwen2.5-VL's tower; with another
 # ARCH they print why they left the model alone, so O/V/N/K there measure what applies (lora_fused: N vs X).
 # On 80 GB cards the <bs> > 8 stages run at batch 8. bench/gpu/lanes.sh runs two stage lists on two GPUs at once.
@@ -132,7 +142,7 @@ for stage in "$@"; do
     P*|Q*) bs=$(big ${stage#?}); zero=$([ "${stage:0:1}" = P ] && echo zero2 || echo zero3)
           NP=$(nvidia-smi -L | wc -l) recipe "$stage" $bs $FAST $TUNED --use_liger_kernel true --deepspeed $zero \
           --callbacks bench_perf vit_packed ;;   # X<bs> on every visible GPU, DeepSpeed ZeRO-2 (P) / ZeRO-3 (Q)
-    V*) bs=$(big ${stage#V}); recipe "V$bs" $bs $FAST $TUNED --use_liger_kernel true \
+    V[0-9]*) bs=$(big ${stage#V}); recipe "V$bs" $bs $FAST $TUNED --use_liger_kernel true \
           --callbacks bench_perf vit_packed vit_mlp_pad ;;
     N*) bs=$(big ${stage#N}); recipe "N$bs" $bs $FAST $TUNED --use_liger_kernel true \
           --callbacks bench_perf vit_packed vit_mlp_pad lora_fused ;;
@@ -145,7 +155,18 @@ for stage in "$@"; do
     E*) infer "$stage" 120 --mode engine --batch ${stage#E} --profile "$L/profile_$stage.txt" ;;  # make infer today
     H*) infer "$stage" 90 --mode hf --batch ${stage#H} $([ $ARCH = qwen2_5_vl ] && echo --packed-vit) \
           --profile "$L/profile_$stage.txt" ;;
-    W*) infer "$stage" 150 --mode vllm --batch ${stage#W} ;;   # vLLM: startup (profiling, CUDA graphs) not timed
+    VB) ts "vllm bench"; timeout $(left) python3 -m bench.gpu.vllm_bench "$MODEL" "$DATA" --n $NINFER \
+          --budget $(( $(left) - 20 )) ${VB_STAGES:+--stages $VB_STAGES} --work "$W/vllm_bench${LOGS#logs}" \
+          --out "$L/vllm_bench.json" > "$L/vllm_bench.log" 2>&1; ts "vllm bench rc=$?"; tail -16 "$L/vllm_bench.log" ;;
+    T2) ts "task2 staged"; timeout $(left) python3 -m bench.gpu.task2_bench staged "$MODEL" "$DATA" \
+          --rows ${T2_ROWS:-1500} --budget $(( $(left) - 30 )) --before-tree "${BEFORE_TREE-build/before-88f43d9}" \
+          --work "${T2_WORK:-build/bench-task2-gpu}" --task2-args "${TASK2_ARGS:-}" --out "$L/task2.json" ${T2_ARGS:-} \
+          > "$L/task2.log" 2>&1
+        ts "task2 rc=$?"; grep -E "\[bench\]|Error|error:" "$L/task2.log" | cut -c1-1500 | tail -4; cp "$L/task2.json" "$OUT/" ;;
+    T2A) ts "task2 agreement"; timeout $(left) python3 -m bench.gpu.task2_bench agreement "$MODEL" --synthetic "$DATA" \
+          ${FRAMES:+--frames "$FRAMES"} --out "$L/task2_agreement.json" ${T2A_ARGS:-} > "$L/task2_agreement.log" 2>&1
+        ts "agreement rc=$?"; grep -E "\[bench\]|Error|error:" "$L/task2_agreement.log" | cut -c1-1500 | tail -4
+        cp "$L/task2_agreement.json" "$OUT/" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
