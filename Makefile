@@ -67,7 +67,8 @@ CALIBRATION_ROWS ?= 2000#               stratified sample of CALIBRATION used to
 TASK2_ARGS ?=#                          e.g. --grid 4 --occlusion-max-pixels 200704 --calibration-method isotonic
 # ---- demo (offline, CPU) ------------------------------------------------------------------------------------------
 DEMO    ?= build/demo
-TINY_MODEL ?= models/tiny-qwen2.5-vl
+ARCH    ?= qwen2_5_vl#                  model family of `tiny-model` and `grounding-data`: qwen2_5_vl, qwen3_vl, gemma3
+TINY_MODEL ?= models/$(if $(filter qwen2_5_vl,$(ARCH)),tiny-qwen2.5-vl,tiny-$(subst _,-,$(ARCH)))
 
 RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
@@ -94,8 +95,8 @@ test: $(STACK) ## run every test (unit + slow end-to-end), as CI does
 test-fast: $(STACK) ## run the fast unit tests only
 	$(PY) -m pytest -m "not slow"
 
-tiny-model: $(STACK) ## build the tiny random Qwen2.5-VL (real tokenizer) offline into TINY_MODEL
-	$(PY) -m training.tiny_model --out $(TINY_MODEL)
+tiny-model: $(STACK) ## build a tiny random model offline into TINY_MODEL (ARCH=qwen2_5_vl|qwen3_vl|gemma3)
+	$(PY) -m training.tiny_model --out $(TINY_MODEL) --arch $(ARCH)
 
 synthetic: $(STACK) ## write a synthetic Kvasir-VQA-x1 copy with known geometry into OUT (default $(DEMO)/synthetic)
 	$(PY) -m data_prep.synthetic --out $(or $(OUT),$(DEMO)/synthetic) --images $(or $(IMAGES_N),48) --seed 0
@@ -107,9 +108,9 @@ prepare: $(STACK) ## DATASET -> images, augmented variants, splits, organizer su
 subsets: $(STACK) ## write the organizers' task-1/task-2 subsets of DATASET into OUT (no images needed)
 	$(PY) -m data_prep.subsets --dataset $(DATASET) --out $(or $(OUT),$(DATA)/subsets)
 
-grounding-data: $(STACK) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift/grounding.jsonl (Subtask 2 boxes)
+grounding-data: $(STACK) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift/grounding.jsonl in ARCH's box format
 	$(PY) -m data_prep.grounding_data $(if $(KVASIR_SEG),--kvasir-seg $(KVASIR_SEG)) \
-	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --out $(DATA)/swift/grounding.jsonl
+	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --family $(ARCH) --out $(DATA)/swift/grounding.jsonl
 
 recipes: $(STACK) ## list the recipes: model, method, topology, image budget, hardware (from the files)
 	$(PY) -m training.recipe

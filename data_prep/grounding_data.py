@@ -1,17 +1,24 @@
 """Optional grounding training data: Kvasir-SEG polyp boxes and Kvasir-Instrument boxes as ms-swift JSONL.
 
-Each line asks exactly the question `explain.grounding` asks at inference (`grounding_prompt(target)`) and answers
-in Qwen2.5-VL's own JSON (`{"bbox_2d": [...], "label": ...}`), but with ms-swift's generic placeholders:
+Each line asks exactly the question `explain.grounding` asks at inference (`grounding_prompt(target, family)`) and
+answers in the JSON it parses (`{"bbox_2d": [...], "label": ...}`), in the coordinates of the model family
+(`--family`, common.model_family):
+
+- qwen2_5_vl (default): ms-swift's generic placeholders, so ms-swift rescales the boxes to the image it feeds the
+  model (`Template.normalize_bbox`: qwen2_5_vl has norm_bbox='none' = pixels of the MAX_PIXELS-rescaled image):
 
     {"messages": [{"role": "user", "content": "<image>Locate the polyp ..."},
                   {"role": "assistant", "content": "{\"bbox_2d\": <bbox>, \"label\": \"<ref-object>\"}"}],
      "images": ["/abs/img.jpg"], "objects": {"ref": ["polyp"], "bbox": [[x1, y1, x2, y2]]}}
 
-Boxes are absolute pixels of the ORIGINAL image; ms-swift's template rescales them to the image it feeds the model
-(`Template.normalize_bbox`: qwen2_5_vl has norm_bbox='none' = pixels of the MAX_PIXELS-rescaled image; Qwen2/3-VL
-use 0-1000). Train with `QWENVL_BBOX_FORMAT=new` so `<bbox>` becomes `[x1, y1, x2, y2]` and `<ref-object>` the bare
-label (the default 'legacy' wraps them in <|box_start|>/<|object_ref_start|> tokens, which breaks the JSON).
-`--answer-style swift` writes ms-swift's plain `<ref-object><bbox>` instead.
+  Boxes in `objects` are absolute pixels of the ORIGINAL image. Train with `QWENVL_BBOX_FORMAT=new` so `<bbox>`
+  becomes `[x1, y1, x2, y2]` and `<ref-object>` the bare label (the default 'legacy' wraps them in
+  <|box_start|>/<|object_ref_start|> tokens, which breaks the JSON). `--answer-style swift` writes ms-swift's plain
+  `<ref-object><bbox>` instead.
+- qwen3_vl, gemma3: integers 0..1000 relative to the image width and height, written into the answer itself
+  (`{"bbox_2d": [200, 160, 500, 480], "label": "polyp"}`; x * 1000 / width rounded, as ms-swift's norm1000): Qwen3-VL's
+  trained convention; Gemma 3 has none, and ms-swift's generic `<bbox>` would render `[(x1,y1),(x2,y2)]`, not JSON.
+  The prompt says so (common.prompts).
 
 Kvasir-SEG masks are JPEGs: we threshold them, split connected components (one box per polyp) and drop specks.
 A box is [x1, y1, x2, y2] in pixel-edge coordinates: x2 = last mask column + 1.
@@ -32,6 +39,7 @@ from tqdm import tqdm
 
 from common.errors import InputError, cli_main
 from common.io import write_jsonl
+from common.model_family import DEFAULT_FAMILY, FAMILIES, RELATIVE_1000, family
 from common.prompts import GROUNDING_TARGETS, grounding_prompt
 
 POLYP, INSTRUMENT = GROUNDING_TARGETS['polyp'], GROUNDING_TARGETS['instrument']
@@ -66,11 +74,26 @@ def answer_text(n: int, style: str) -> str:
     return one if n == 1 else '[' + ', '.join([one] * n) + ']'
 
 
-def swift_line(sample: Sample, style: str = 'json') -> dict:
+def relative_1000(box: list[int], width: int, height: int) -> list[int]:
+    """Original pixels -> integers 0..1000 relative to the image size (rounded like ms-swift's norm1000)."""
+    x1, y1, x2, y2 = box
+    return [round(x1 * 1000 / width), round(y1 * 1000 / height), round(x2 * 1000 / width), round(y2 * 1000 / height)]
+
+
+def relative_answer(sample: Sample) -> str:
+    """The assistant turn with the boxes written out in 0..1000 relative coordinates (one object or a list)."""
+    width, height = image_size(sample.image)
+    items = [{'bbox_2d': relative_1000(b, width, height), 'label': sample.target} for b in sample.boxes]
+    return json.dumps(items[0] if len(items) == 1 else items)
+
+
+def swift_line(sample: Sample, style: str = 'json', family_name: str = DEFAULT_FAMILY) -> dict:
     n = len(sample.boxes)
-    return {'messages': [{'role': 'user', 'content': '<image>' + grounding_prompt(sample.target)},
-                         {'role': 'assistant', 'content': answer_text(n, style)}],
-            'images': [str(sample.image.resolve())],
+    prompt = {'role': 'user', 'content': '<image>' + grounding_prompt(sample.target, family_name)}
+    images = [str(sample.image.resolve())]
+    if style == 'json' and family(family_name).box_coordinates == RELATIVE_1000:
+        return {'messages': [prompt, {'role': 'assistant', 'content': relative_answer(sample)}], 'images': images}
+    return {'messages': [prompt, {'role': 'assistant', 'content': answer_text(n, style)}], 'images': images,
             'objects': {'ref': [sample.target] * n, 'bbox': [list(b) for b in sample.boxes]}}
 
 
@@ -254,7 +277,8 @@ def shrink_to(sample: Sample, out_dir: Path, max_pixels: int | None) -> Sample:
 
 def build(kvasir_seg: Path | None, kvasir_instrument: Path | None, out: Path, *,
           instrument_images: Path | None = None, images_out: Path | None = None, max_pixels: int | None = None,
-          limit: int | None = None, lenient: bool = False, answer_style: str = 'json') -> Counts:
+          limit: int | None = None, lenient: bool = False, answer_style: str = 'json',
+          family_name: str = DEFAULT_FAMILY) -> Counts:
     """Write the grounding JSONL; returns the counts. Strict by default: the first bad input is an InputError."""
     if kvasir_seg is None and kvasir_instrument is None:
         raise InputError('give --kvasir-seg and/or --kvasir-instrument', field='kvasir-seg')
@@ -282,7 +306,7 @@ def build(kvasir_seg: Path | None, kvasir_instrument: Path | None, out: Path, *,
                 counts.skipped += 1
                 counts.reasons.append(str(e))
                 continue
-            lines.append(swift_line(sample, answer_style))
+            lines.append(swift_line(sample, answer_style, family_name))
             counts.boxes += len(sample.boxes)
     counts.written = write_jsonl(out, lines)
     return counts
@@ -303,10 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--answer-style', choices=('json', 'swift'), default='json',
                     help='json: {"bbox_2d": <bbox>, "label": "<ref-object>"} (needs QWENVL_BBOX_FORMAT=new at '
                          'training); swift: <ref-object><bbox>')
+    ap.add_argument('--family', choices=sorted(FAMILIES), default=DEFAULT_FAMILY,
+                    help='model family whose box coordinates the answers use (default %(default)s; qwen3_vl and '
+                         'gemma3: 0..1000 relative)')
     a = ap.parse_args(argv)
     counts = build(a.kvasir_seg, a.kvasir_instrument, a.out, instrument_images=a.kvasir_instrument_images,
                    images_out=a.images_out, max_pixels=a.max_pixels, limit=a.limit, lenient=a.lenient,
-                   answer_style=a.answer_style)
+                   answer_style=a.answer_style, family_name=a.family)
     print(f'wrote {counts.written} lines ({counts.boxes} boxes) to {a.out}; skipped {counts.skipped}; '
           f'kavsir_bboxes.json disagreeing with masks: {counts.bbox_json_disagree}')
     for r in counts.reasons[:10]:

@@ -1,10 +1,13 @@
-"""Bounding boxes from the model's own grounding output.
+"""Bounding boxes from the model's own grounding output, mapped back to the original image per model family.
 
-Qwen2.5-VL answers a grounding prompt with JSON `{"bbox_2d": [x1, y1, x2, y2], "label": ...}` in ABSOLUTE pixels of
-the image as the processor resized it (smart_resize: both sides multiples of 28, pixel count within
-[min_pixels, max_pixels]); Qwen2-VL used 0-1000 and Qwen3-VL uses 0-1000 again, so this mapping is Qwen2.5-VL's.
-We map each box back to the original size, clip it to the image and skip (and count) output that does not parse or
-lies outside the image.
+Every family answers a grounding prompt with JSON `{"bbox_2d": [x1, y1, x2, y2], "label": ...}`; the coordinates
+differ (common.model_family):
+- Qwen2.5-VL: ABSOLUTE pixels of the image as the processor resized it (smart_resize: both sides multiples of 28,
+  pixel count within [min_pixels, max_pixels]) -> scaled by original / resized size;
+- Qwen3-VL: integers 0..1000 relative to the image width and height (its trained format; Qwen2-VL used it too);
+- Gemma 3 / MedGemma: no trained box format, so our prompt and training rows use the same 0..1000 convention.
+A resize stretches the whole image onto the whole input, so relative coordinates are relative to the original too.
+We clip each box to the image and skip (and count) output that does not parse or lies outside the image.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from common.model_family import DEFAULT_FAMILY, RELATIVE_1000, RESIZED_PIXELS, family
 from common.prompts import GROUNDING_TARGETS, grounding_prompt  # noqa: F401  (shared with the training data)
 from common.qwen_vision import smart_resize  # noqa: F401  (the processor's resize; boxes map back through it)
 
@@ -85,16 +89,24 @@ def parse_boxes(text: str) -> list[RawBox]:
     return out
 
 
-def map_box(coords: list[float], resized_wh: tuple[int, int], orig_wh: tuple[int, int]) -> list[int] | None:
-    """Resized-image pixels -> original pixels, clipped to [0, W] x [0, H]; None when the box has no area inside
-    the image (out of bounds, inverted or degenerate)."""
+def map_box(coords: list[float], resized_wh: tuple[int, int], orig_wh: tuple[int, int],
+            family_name: str = DEFAULT_FAMILY) -> list[int] | None:
+    """A box in `family_name`'s coordinates -> original pixels, clipped to [0, W] x [0, H]; None when the box has no
+    area inside the image (out of bounds, inverted or degenerate). `resized_wh`: the image as the model saw it (only
+    Qwen2.5-VL's pixel coordinates need it)."""
     (rw, rh), (ow, oh) = resized_wh, orig_wh
     if not all(math.isfinite(v) for v in coords):
         return None
     x1, y1, x2, y2 = coords
     if x2 <= x1 or y2 <= y1:       # inverted or empty: not a box
         return None
-    sx, sy = ow / rw, oh / rh
+    convention = family(family_name).box_coordinates
+    if convention == RESIZED_PIXELS:
+        sx, sy = ow / rw, oh / rh
+    elif convention == RELATIVE_1000:
+        sx, sy = ow / 1000, oh / 1000
+    else:
+        raise ValueError(f'unknown box convention {convention!r}')
     x1, x2, y1, y2 = x1 * sx, x2 * sx, y1 * sy, y2 * sy
     cx1, cy1 = min(max(x1, 0.0), ow), min(max(y1, 0.0), oh)
     cx2, cy2 = min(max(x2, 0.0), ow), min(max(y2, 0.0), oh)
@@ -103,8 +115,10 @@ def map_box(coords: list[float], resized_wh: tuple[int, int], orig_wh: tuple[int
     return [int(round(cx1)), int(round(cy1)), int(round(cx2)), int(round(cy2))]
 
 
-def boxes_from_output(text: str, resized_wh, orig_wh) -> tuple[list[dict], BoxStats]:
-    """Parse + map + clip one grounding output; returns [{"box": [x1,y1,x2,y2], "label"}] and the counts."""
+def boxes_from_output(text: str, resized_wh, orig_wh,
+                      family_name: str = DEFAULT_FAMILY) -> tuple[list[dict], BoxStats]:
+    """Parse + map + clip one grounding output of a `family_name` model; returns [{"box": [x1,y1,x2,y2], "label"}]
+    and the counts."""
     stats = BoxStats(outputs=1)
     raw = parse_boxes(text)
     if not raw:
@@ -112,7 +126,7 @@ def boxes_from_output(text: str, resized_wh, orig_wh) -> tuple[list[dict], BoxSt
         return [], stats
     kept = []
     for b in raw:
-        box = map_box(b.coords, resized_wh, orig_wh)
+        box = map_box(b.coords, resized_wh, orig_wh, family_name)
         if box is None:
             stats.out_of_bounds += 1
         elif box not in [k['box'] for k in kept]:

@@ -4,7 +4,8 @@ gives the confidence inputs when the Task 1 file has no log-probs).
 
     ScoreItem           one (image, question, answer) to score; `view` turns the opened image into the scored one
                         (an occluded and/or downscaled copy), so images are made where they are encoded
-    Scored              token_logprobs (the answer's tokens, then <|im_end|>), first_top (position 0's top-k
+    Scored              token_logprobs (the answer's tokens, then the end-of-turn token: <|im_end|> for Qwen,
+                        <end_of_turn> for Gemma 3), first_top (position 0's top-k
                         alternatives, token text -> log-prob) and greedy (per position: the given token is the argmax)
     TransformersScorer  batched forward passes on ms-swift's TransformersEngine model and template (left padding,
                         logits only at the answer positions); prompts encoded in DataLoader workers on a GPU
@@ -23,7 +24,16 @@ from typing import Callable, Iterator, Sequence
 
 from PIL import Image
 
-EOS_TOKEN = '<|im_end|>'
+from common.model_family import family_of_swift_name
+
+EOS_TOKEN = '<|im_end|>'   # Qwen's; each scorer uses its template family's own (end_of_turn)
+
+
+def end_of_turn(template) -> str:
+    """The token that closes an assistant turn in this ms-swift template's family: <|im_end|> for Qwen-VL,
+    <end_of_turn> for Gemma 3 (common.model_family); Qwen's for a template of no known family."""
+    known = family_of_swift_name(getattr(template.template_meta, 'template_type', None))
+    return known.end_of_turn if known else EOS_TOKEN
 
 
 @dataclass
@@ -108,7 +118,7 @@ class TransformersScorer(Scorer):
     def __init__(self, engine, system: str | None = None, batch_size: int = 8, encode_workers: int = 0):
         self.engine, self.model, self.template = engine, engine.model, engine.template
         self.tokenizer = self.template.tokenizer
-        self.eos_id = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+        self.eos_id = self.tokenizer.convert_tokens_to_ids(end_of_turn(self.template))
         self.system, self.batch_size, self.encode_workers = system, batch_size, encode_workers
         self.device = next(self.model.parameters()).device
 
@@ -118,8 +128,9 @@ class TransformersScorer(Scorer):
         enc = self.template.encode(InferRequest(messages=messages_for(item.question, self.system),
                                                 images=[item.load()]))
         enc['input_ids'] = list(enc['input_ids']) + ids
-        if enc.get('mm_token_type_ids') is not None:
-            enc['mm_token_type_ids'] = list(enc['mm_token_type_ids']) + [0] * len(ids)
+        for key in ('mm_token_type_ids', 'token_type_ids'):   # Qwen's / Gemma 3's: the answer tokens are text (0)
+            if enc.get(key) is not None:
+                enc[key] = list(enc[key]) + [0] * len(ids)
         for key in [k for k in enc if k.endswith('labels') or k.endswith('loss_scale')]:
             enc.pop(key)
         return enc, ids
@@ -165,7 +176,8 @@ class VllmScorer(Scorer):
     def __init__(self, engine, system: str | None = None, batch_size: int = 512):
         self.engine, self.template = engine, engine.template
         self.tokenizer = self.template.tokenizer
-        self.eos_id = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+        self.eos_token = end_of_turn(self.template)
+        self.eos_id = self.tokenizer.convert_tokens_to_ids(self.eos_token)
         self.system, self.batch_size = system, batch_size
 
     def score_iter(self, items: Sequence[ScoreItem]) -> Iterator[tuple[int, Scored]]:
@@ -187,7 +199,7 @@ class VllmScorer(Scorer):
             ids = answer_ids(self.tokenizer, item.answer) + [self.eos_id]
             targets.append(ids)
             messages = messages_for(item.question, self.system)
-            messages.append({'role': 'assistant', 'content': item.answer + EOS_TOKEN})
+            messages.append({'role': 'assistant', 'content': item.answer + self.eos_token})
             requests.append(InferRequest(messages=messages, images=[image]))
         config = RequestConfig(max_tokens=1, temperature=0, prompt_logprobs=top_k, return_details=True)
         responses = self.engine.infer(requests, config, use_tqdm=False)

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from common.errors import InputError, cli_main
 from common.io import read_jsonl, write_json, write_jsonl
+from common.model_family import DEFAULT_FAMILY, family_of_config, family_of_swift_name
 from common.qwen_vision import use_image_budget
 from explain import confidence, grounding, heatmap, pipeline, probing
 from explain.work import KEY, LINE, StageFile, key_of, record_time
@@ -105,6 +106,14 @@ def _row_id(r: dict) -> list:
     return [r['val_id'], r['img_id'], r['question'], r['answer'], r['image']]
 
 
+def model_family(s: Settings) -> str:
+    """The model's family (common.model_family): its grounding prompt, box coordinates and turn-ending token."""
+    from inference.backends import read_model_kind
+    model_type, template = read_model_kind(s.model, s.adapters)
+    known = family_of_swift_name(template) or family_of_swift_name(model_type) or family_of_config(s.model)
+    return known.name if known else DEFAULT_FAMILY
+
+
 def stage_keys(stage: str, s: Settings, rows: list[dict]) -> list[str]:
     """Per row: what decides this stage's output for it (settings, model, the row's inputs)."""
     model = _model_key(s)
@@ -112,17 +121,20 @@ def stage_keys(stage: str, s: Settings, rows: list[dict]) -> list[str]:
         return [key_of(stage, model, s.backend, s.probe_tokens, [probing.PROBES[k] for k in probing.probes_for(
             r['question'])], _row_id(r)) for r in rows]
     if stage == 'grounding':
-        return [key_of(stage, model, s.backend, s.grounding_tokens, _grounding_prompt(r), _row_id(r)) for r in rows]
+        fam = model_family(s)
+        return [key_of(stage, model, s.backend, s.grounding_tokens, _grounding_prompt(r, fam), _row_id(r))
+                for r in rows]
     if stage == 'occlusion':
         return [key_of(stage, model, s.scorer, s.grid, s.occlusion_max_pixels, _row_id(r)) for r in rows]
     raise ValueError(stage)
 
 
-def _grounding_prompt(row: dict) -> str | None:
-    """The grounding question for a row, None when its answer denies the finding (no box is drawn then)."""
+def _grounding_prompt(row: dict, family_name: str = DEFAULT_FAMILY) -> str | None:
+    """The grounding question for a row (in the family's box convention), None when its answer denies the finding
+    (no box is drawn then)."""
     if pipeline.denies(row['answer']):
         return None
-    return grounding.grounding_prompt(pipeline.grounding_target(row['question']))
+    return grounding.grounding_prompt(pipeline.grounding_target(row['question']), family_name)
 
 
 def _prompt(s: Settings, row: dict, question: str) -> dict:
@@ -164,14 +176,20 @@ class Engines:
         return self._scorer
 
     def resized_size(self, path: str, size: tuple[int, int]) -> tuple[int, int]:
-        """(width, height) of the image as the model saw it: what Qwen2.5-VL grounding coordinates refer to. The
-        template resizes with qwen_vl_utils' fetch_image (patched by ms-swift from MAX_PIXELS) in every mode."""
+        """(width, height) of the image as the model saw it: what Qwen2.5-VL grounding coordinates refer to. Qwen
+        templates resize with qwen_vl_utils' fetch_image (patched by ms-swift from MAX_PIXELS) in every mode, at
+        the processor's patch size (14 px Qwen2.5-VL, 16 px Qwen3-VL); Gemma 3 makes every image its fixed square."""
         if size not in self._sizes:
-            self.generator()  # ms-swift patches qwen_vl_utils when it loads the processor
-            from PIL import Image
-            from qwen_vl_utils import fetch_image
-            with Image.open(path) as im:
-                self._sizes[size] = fetch_image({'image': im.convert('RGB')}).size
+            # ms-swift patches qwen_vl_utils when it loads the processor
+            processor = self.generator().engine.template.processor.image_processor
+            if not hasattr(processor, 'merge_size'):
+                self._sizes[size] = (int(processor.size['width']), int(processor.size['height']))
+            else:
+                from PIL import Image
+                from qwen_vl_utils import fetch_image
+                with Image.open(path) as im:
+                    self._sizes[size] = fetch_image({'image': im.convert('RGB')},
+                                                    image_patch_size=processor.patch_size).size
         return self._sizes[size]
 
 
@@ -193,13 +211,14 @@ def run_probes(engines: Engines, s: Settings, rows, lines, out: StageFile, keys,
             bar.update(len(chunk))
 
 
-def grounding_record(row: dict, output: str | None, resized: tuple[int, int] | None) -> dict:
-    """One row's grounding result: the model's output parsed, mapped from the resized input back to the original size
-    and clipped (no output: the answer denies the finding, so nothing was asked)."""
+def grounding_record(row: dict, output: str | None, resized: tuple[int, int] | None,
+                     family_name: str = DEFAULT_FAMILY) -> dict:
+    """One row's grounding result: the model's output parsed, mapped from the family's coordinates (resized pixels or
+    0..1000) back to the original size and clipped (no output: the answer denies the finding, nothing was asked)."""
     rec = {'val_id': row['val_id'], 'target': pipeline.grounding_target(row['question']), 'output': output,
            'resized': None, 'boxes': [], 'box_stats': grounding.BoxStats().as_dict()}
     if output is not None:
-        boxes, stats = grounding.boxes_from_output(output, resized, (row['width'], row['height']))
+        boxes, stats = grounding.boxes_from_output(output, resized, (row['width'], row['height']), family_name)
         rec.update(resized=list(resized), boxes=boxes, box_stats=stats.as_dict())
     return rec
 
@@ -207,18 +226,19 @@ def grounding_record(row: dict, output: str | None, resized: tuple[int, int] | N
 def run_grounding(engines: Engines, s: Settings, rows, lines, out: StageFile, keys, rank):
     backend = engines.generator()
     backend.max_new_tokens = s.grounding_tokens
+    fam = model_family(s)
     with tqdm(total=len(lines), desc=f'grounding[{rank or 0}]', unit='row', position=rank or 0) as bar:
         for start in range(0, len(lines), backend.chunk_size):
             chunk = lines[start:start + backend.chunk_size]
-            asked = [line for line in chunk if _grounding_prompt(rows[line])]
-            outputs = backend.answer([_prompt(s, rows[line], _grounding_prompt(rows[line])) for line in asked]) \
+            asked = [line for line in chunk if _grounding_prompt(rows[line], fam)]
+            outputs = backend.answer([_prompt(s, rows[line], _grounding_prompt(rows[line], fam)) for line in asked]) \
                 if asked else []
             text = {line: o['prediction'] for line, o in zip(asked, outputs)}
             done = []
             for line in chunk:
                 r = rows[line]
                 resized = engines.resized_size(r['image'], (r['width'], r['height'])) if line in text else None
-                done.append({LINE: line, KEY: keys[line], **grounding_record(r, text.get(line), resized)})
+                done.append({LINE: line, KEY: keys[line], **grounding_record(r, text.get(line), resized, fam)})
             out.append(rank, done)
             bar.update(len(chunk))
 

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.model_family import family_of_config
+
 TRANSFORMERS_BATCH = 16       # requests per forward pass on the transformers engine (CPU)
 TRANSFORMERS_BATCH_GPU = 128  # on a GPU: 128 + fast attention ran 3.2x the medvqa template (batch 16) on an H200
 VLLM_CHUNK = 512          # Backend.answer with VllmEngine: requests handed over at once (predict streams instead)
@@ -72,14 +74,18 @@ def parse_response(response: Any, logprobs: bool) -> dict:
 
 def read_model_kind(model: str, adapters: list[str]) -> tuple[str | None, str | None]:
     """(model_type, template) for ms-swift: from an args.json that ms-swift wrote next to the adapter / model, else
-    the config's model_type when ms-swift has a template of that name (a local Qwen2.5-VL folder is otherwise
-    ambiguous to ms-swift: qwen2_5_vl or mimo_vl)."""
+    from the config's model_type: a family of ours (common.model_family: config "gemma3" is ms-swift's
+    gemma3_vision), or a name ms-swift has a template of (a local Qwen2.5-VL folder is otherwise ambiguous to
+    ms-swift: qwen2_5_vl or mimo_vl)."""
     for folder in [*adapters, model]:
         args = Path(folder) / 'args.json'
         if args.is_file():
             data = json.loads(args.read_text(encoding='utf-8'))
             if data.get('model_type') or data.get('template'):
                 return data.get('model_type'), data.get('template')
+    known = family_of_config(model)
+    if known:
+        return known.swift_model_type, known.swift_template
     config = Path(model) / 'config.json'
     if config.is_file():
         from swift.model import MODEL_MAPPING

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from common.errors import InputError, cli_main
 from common.io import atomic_dir, exclusive_lock
+from common.model_family import family_of_config
 from common.run_env import image_budget
 from submission import hub
 from submission.dry_run import dry_run
@@ -142,8 +143,12 @@ def readme(*, name: str, model_id: str, adapter_id: str | None, args_json: dict,
 
 
 def swift_types_from_config(model_dir: Path | None) -> tuple[str | None, str | None]:
-    """ms-swift model_type/template named like config.json's model_type (qwen2_5_vl, qwen3_vl, ...), when it knows
-    them: a renamed hub repo cannot be matched by name, and several types share one architecture."""
+    """ms-swift model_type/template of config.json's model_type: our families' (qwen2_5_vl, qwen3_vl, gemma3 ->
+    gemma3_vision), else a name ms-swift knows: a renamed hub repo cannot be matched by name, and several types
+    share one architecture."""
+    known = family_of_config(model_dir)
+    if known:
+        return known.swift_model_type, known.swift_template
     if model_dir is None or not (model_dir / 'config.json').is_file():
         return None, None
     name = json.loads((model_dir / 'config.json').read_text(encoding='utf-8')).get('model_type')

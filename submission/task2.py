@@ -168,8 +168,9 @@ def readme(name: str, args, report: dict) -> str:
         'procedure); the justification quotes only the main answer and those probe answers, then describes the '
         'visual evidence. Every sentence\'s source is in `report/explanations_audit.jsonl`.',
         '- **visual_explanation**: (a) `bounding_box`: the model is prompted for `{"bbox_2d": [x1, y1, x2, y2], '
-        '"label": ...}`; Qwen2.5-VL answers in pixels of the resized input (smart_resize, factor 28), which we map '
-        'back to the original size and clip; unparseable or out-of-image boxes are dropped and counted. No box when '
+        '"label": ...}`; Qwen2.5-VL answers in pixels of the resized input (smart_resize, factor 28), Qwen3-VL and '
+        'MedGemma in 0..1000 coordinates relative to the image (the prompt says so); we map the box back to the '
+        'original size and clip; unparseable or out-of-image boxes are dropped and counted. No box when '
         'the answer denies the finding. (b) `heatmap`: occlusion — the image is split into a '
         f'{args.grid}x{args.grid} grid, each cell is painted with the mean colour and the drop in the answer\'s '
         'log-probability is measured' + (f' (occluded passes on the image downscaled to {args.occlusion_max_pixels} '

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny real Qwen2.5-VL, a small synthetic Kvasir-VQA-x1 copy, and ../shared when present."""
+"""Shared fixtures: the tiny real Qwen2.5-VL (and Qwen3-VL, Gemma 3 on request), a small synthetic Kvasir-VQA-x1 copy,
+and ../shared when present."""
 from __future__ import annotations
 
 import json
@@ -44,6 +45,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('tiny') / 'tiny-qwen2.5-vl'
     run_module('training.tiny_model', '--out', out)
     return out
+
+
+@pytest.fixture(scope='session')
+def tiny_model_of(tmp_path_factory, request):
+    """tiny_model_of(arch) -> a tiny random model of that architecture (qwen2_5_vl, qwen3_vl, gemma3), built once."""
+    built = {}
+
+    def get(arch: str) -> Path:
+        if arch == 'qwen2_5_vl':
+            return request.getfixturevalue('tiny_model_dir')
+        if arch not in built:
+            out = tmp_path_factory.mktemp('tiny') / f'tiny-{arch}'
+            run_module('training.tiny_model', '--out', out, '--arch', arch)
+            built[arch] = out
+        return built[arch]
+
+    return get
 
 
 @pytest.fixture(scope='session')

@@ -31,3 +31,18 @@ def test_bench_perf_records_every_step(tiny_model_dir, tmp_path):
     assert perf['vit_patches_per_sample'] == pytest.approx(sum(p for _, p in shapes.values()) / samples)
     assert 0 < perf['label_tokens_per_sample'] < perf['tokens_per_sample'] <= perf['padded_tokens_per_sample']
     assert perf['triton_compiles'] == [] and perf['compile_times'] == {}   # CPU: no Triton kernel, nothing compiled
+
+
+@pytest.mark.slow
+def test_bench_perf_counts_gemma3_patches(tiny_model_of, tmp_path):
+    """Gemma 3 (the MedGemma shape) has no patch grid: every image is 112 / 14 = 8 x 8 patches in the tiny model
+    (64 x 64 = 4,096 at MedGemma's 896 px), counted from the pixel batch for the MFU formula."""
+    data = write_vqa_data(tmp_path / 'data', n_train=4)
+    env = {**cpu_env(), 'BENCH_OUT': str(tmp_path / 'logs'), 'BENCH_NAME': 'gemma', 'BENCH_WARMUP': '1'}
+    run_module('training.launch', '--recipe', 'recipes/tiny/gemma3_lora_cpu.args', '--data', data, '--run',
+               tmp_path / 'run', '--model', tiny_model_of('gemma3'), '--', '--max_steps', '2', '--save_strategy', 'no',
+               '--eval_strategy', 'no', '--external_plugins', 'bench/gpu/swift_plugin.py', '--callbacks', 'bench_perf',
+               env=env, timeout=600)
+    perf = json.loads((tmp_path / 'logs' / 'perf_gemma.json').read_text())
+    assert perf['steps'] == 2 and perf['vit_patches_per_sample'] == 64
+    assert all(images == perf['batch_per_step'] for _, images in perf['shapes'].values())   # one image per sample

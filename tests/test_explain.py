@@ -39,6 +39,28 @@ def test_map_box_scales_back_and_clips():
     assert grounding.map_box([10, 10, math.nan, 50], (240, 200), (480, 400)) is None
 
 
+def test_map_box_per_family_convention():
+    # Qwen3-VL and Gemma 3: 0..1000 relative to the image, whatever size the model saw (resized size unused)
+    for family_name in ('qwen3_vl', 'gemma3'):
+        for resized in ((224, 192), (112, 112)):
+            assert grounding.map_box([200, 200, 500, 600], resized, (1000, 800), family_name) == [200, 160, 500, 480]
+        assert grounding.map_box([0, 0, 1000, 1000], (64, 64), (480, 400), family_name) == [0, 0, 480, 400]
+        assert grounding.map_box([900, 900, 1200, 1100], (64, 64), (480, 400), family_name) == [432, 360, 480, 400]
+        assert grounding.map_box([1001, 10, 1200, 50], (64, 64), (480, 400), family_name) is None
+    # the same numbers as Qwen2.5-VL resized pixels (the default family) mean another box
+    assert grounding.map_box([20, 20, 50, 60], (224, 196), (1000, 800)) == [89, 82, 223, 245]
+    with pytest.raises(ValueError, match='unknown model family'):
+        grounding.map_box([1, 1, 2, 2], (10, 10), (10, 10), 'llava')
+
+
+def test_grounding_prompt_states_the_family_convention():
+    qwen25 = grounding.grounding_prompt('polyp')
+    assert qwen25 == grounding.grounding_prompt('polyp', 'qwen2_5_vl') and '1000' not in qwen25
+    for family_name in ('qwen3_vl', 'gemma3'):
+        prompt = grounding.grounding_prompt('polyp', family_name)
+        assert prompt.startswith(qwen25) and 'integers from 0 to 1000, relative to the image width and height' in prompt
+
+
 def test_parse_boxes_formats():
     fenced = '```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "polyp"}, {"bbox_2d": [5, 6, 7, 8], "label": "b"}]\n```'
     boxes = grounding.parse_boxes(fenced)

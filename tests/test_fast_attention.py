@@ -54,20 +54,22 @@ def test_wants_fast():
         fast_attention.wants_fast('flash')
 
 
-def test_generation_unchanged_on_the_tiny_model(tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize('arch', ['qwen2_5_vl', 'qwen3_vl', 'gemma3'])
+def test_generation_unchanged_on_the_tiny_models(arch, tiny_model_of):
+    """`make infer` uses the fast attention on GPUs for every family: same tokens and scores as stock sdpa."""
     import numpy as np
     from PIL import Image
-    from transformers import AttentionInterface, AutoProcessor, Qwen2_5_VLForConditionalGeneration
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    from transformers import AttentionInterface, AutoModelForImageTextToText, AutoProcessor
+    processor = AutoProcessor.from_pretrained(tiny_model_of(arch))
     processor.tokenizer.padding_side = 'left'
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32,
-                                                               attn_implementation='sdpa').eval()
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_of(arch), dtype=torch.float32,
+                                                        attn_implementation='sdpa').eval()
     images = [Image.fromarray((np.random.RandomState(i).rand(120, 150, 3) * 255).astype('uint8')) for i in range(2)]
     questions = ['What is this?', 'Is there a polyp in the upper left part of this image, and how large is it?']
     texts = [processor.apply_chat_template([{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text',
                                                                                               'text': q}]}],
                                            add_generation_prompt=True, tokenize=False) for q in questions]
-    batch = processor(text=texts, images=images, padding=True, return_tensors='pt')
+    batch = processor(text=texts, images=[[im] for im in images], padding=True, return_tensors='pt')
     assert (batch['attention_mask'] == 0).any(), 'the batch must be padded for the test to mean something'
 
     def generate():

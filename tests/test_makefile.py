@@ -34,6 +34,16 @@ def test_variables_switch_to_local_copies():
     assert 'data_prep.prepare' in dry
 
 
+def test_arch_picks_the_tiny_model_and_the_box_format():
+    dry = make('-n', '-o', '.venv/.medico-setup', 'tiny-model', 'grounding-data', 'KVASIR_SEG=/data/seg')
+    assert 'training.tiny_model --out models/tiny-qwen2.5-vl --arch qwen2_5_vl' in dry   # the default is unchanged
+    assert '--family qwen2_5_vl' in dry
+    dry = make('-n', '-o', '.venv/.medico-setup', 'tiny-model', 'grounding-data', 'ARCH=qwen3_vl',
+               'KVASIR_SEG=/data/seg')
+    assert 'training.tiny_model --out models/tiny-qwen3-vl --arch qwen3_vl' in dry
+    assert '--kvasir-seg /data/seg --family qwen3_vl --out data/prepared/swift/grounding.jsonl' in ' '.join(dry.split())
+
+
 def test_submit_task2_uses_the_task1_predictions_it_was_given(tmp_path):
     """A TASK1_PRED or CALIBRATION given on the command line is passed as it is (a missing one is then a one-line
     error of submission.task2, never silently dropped); left at their defaults and missing, both are made with

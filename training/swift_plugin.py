@@ -11,6 +11,9 @@ ms-swift built it, and changes nothing that is saved (docs/benchmarks.md has the
   same fp32 math).
 - `lora_fused`: each LoRA linear adds its scaled update inside the second adapter GEMM and computes in bf16 with
   fp32 master weights (training/lora_fused.py; same math).
+Families: the three vision-tower switches target Qwen2.5-VL's tower; on Qwen3-VL and Gemma 3 (MedGemma) they find
+none, change nothing and print why. `lora_fused` works on any PEFT LoRA linear, so on every family (measured on
+Qwen2.5-VL only).
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ class PackedVitAttention(ModelSwitch):
     def switch(model) -> str:
         try:
             kernel = vit_attention.use_packed_vit_attention(model)
-        except ValueError as e:  # not a Qwen2.5-VL: leave the model as it is, say so once
+        except ValueError as e:  # not a Qwen2.5-VL (Qwen3-VL, Gemma 3): leave the model as it is, say so once
             return f'{e}; vision attention unchanged'
         return f'vision tower attention {vit_attention.NAME} ({kernel} kernel)'
 
@@ -61,7 +64,11 @@ class CompiledVitRope(ModelSwitch):
     name = 'vit_rope_compiled'
 
     @staticmethod
-    def switch(model) -> str:  # a module-level switch: the model is not needed
+    def switch(model) -> str:  # a module-level switch of Qwen2.5-VL's function: only when that is the model
+        try:
+            vit_attention.vision_tower(model)
+        except ValueError as e:
+            return f'{e}; vision rotary embedding unchanged'
         return vit_rope.use_compiled_vision_rope()
 
 

@@ -68,11 +68,13 @@ def register() -> None:
 
 
 def vision_tower(model):
-    """The Qwen2.5-VL vision transformer inside `model` (plain, PEFT-wrapped or DDP-wrapped)."""
+    """The Qwen2.5-VL vision transformer inside `model` (plain, PEFT-wrapped or DDP-wrapped). Qwen3-VL's tower
+    (Qwen3VLVisionModel: no windows, 16 px patches) and Gemma 3's SigLIP are other modules: ValueError, naming them."""
     for module in model.modules():
         if type(module).__name__.endswith('VisionTransformerPretrainedModel'):
             return module
-    raise ValueError(f'no Qwen2.5-VL vision tower in {type(model).__name__}')
+    kind = getattr(getattr(model, 'config', None), 'model_type', None)
+    raise ValueError(f'no Qwen2.5-VL vision tower in {f"this {kind} model" if kind else type(model).__name__}')
 
 
 def use_packed_vit_attention(model) -> str:

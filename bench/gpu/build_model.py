@@ -1,11 +1,24 @@
-"""Random-init model with the Qwen2.5-VL-7B-Instruct architecture, saved as a transformers model folder.
+"""Random-init model with a real recipe model's architecture, saved as a transformers model folder.
 
 Throughput does not depend on weight values, and no real weights exist offline, so benchmarks train and
-generate with this. Usage: python -m bench.gpu.build_model OUT [--device cuda] [--tiny]
+generate with this. Usage: python -m bench.gpu.build_model OUT [--arch qwen2_5_vl|qwen3_vl|gemma3] [--device cuda]
+                                                               [--tiny | --micro]
+  --arch: the shape of Qwen2.5-VL-7B-Instruct (default), Qwen3-VL-8B-Instruct or MedGemma-4B-it (= Gemma-3-4B-it).
   --tiny: 2 decoder layers / 2 vision blocks, same widths, tokenizer and processor (CPU smoke tests).
   --micro: like --tiny with narrow widths (CPU tests of the training/inference flow in seconds).
 Also writes OUT/param_count.json: the matmul weight counts the MFU formula in docs/benchmarks.md uses.
-Architecture numbers: the public Qwen/Qwen2.5-VL-7B-Instruct config.json (see docs/benchmarks.md).
+Architecture numbers, from the models' public config.json files (docs/benchmarks.md, "Model shapes"):
+- Qwen/Qwen2.5-VL-7B-Instruct: as it was measured in runs 1-12.
+- Qwen/Qwen3-VL-8B-Instruct: text 36 x 4096 (MLP 12,288, 32 heads / 8 KV heads of 128, rope theta 5e6, interleaved
+  mrope [24, 20, 20], untied lm_head), vision 27 x 1152 (MLP 4,304, 16 heads, 16 px patches, 2,304 position
+  embeddings, deepstack from blocks 8/16/24, out 4096).
+- google/medgemma-4b-it: Gemma3ForConditionalGeneration with gemma-3-4b-it's shape: text 34 x 2560 (MLP 10,240,
+  8 heads / 4 KV heads of 256, query_pre_attn_scalar 256, sliding window 1024 on 5 of 6 layers, linear rope x8 on
+  the global ones, 262,208 embedding rows, tied), SigLIP 27 x 1152 (MLP 4,304, 16 heads, 896 px, 14 px patches),
+  256 image tokens (boi 255999, eoi 256000, image 262144).
+Tokenizers: the real Qwen one for both Qwen shapes; for the Gemma shape the offline-built one of
+training/tiny_model.py (Gemma's special-token ids; its text pieces are Qwen's, so tokens per sample differ a little
+from the real MedGemma tokenizer's).
 """
 from __future__ import annotations
 
@@ -17,10 +30,14 @@ import time
 import torch
 
 # The real Qwen tokenizer and chat template, built exactly as for the tiny CPU model (one implementation).
-from training.tiny_model import CHAT_TEMPLATE, build_tokenizer  # noqa: E402
+from training.tiny_model import (CHAT_TEMPLATE, GEMMA3_CHAT_TEMPLATE, build_gemma_tokenizer,  # noqa: E402
+                                 build_tokenizer, build_qwen3_processor)
 
+ARCHS = ('qwen2_5_vl', 'qwen3_vl', 'gemma3')
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+HALF = [0.5, 0.5, 0.5]
+QWEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
 
 
 def build_processor(tok):
@@ -51,45 +68,124 @@ def build_config(tiny: bool, micro: bool = False):
         text.update(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
                     rope_parameters={'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [8, 12, 12]})
         vision.update(hidden_size=128, intermediate_size=256, num_heads=2, out_hidden_size=256)
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
-                           vision_start_token_id=151652, vision_end_token_id=151653, tie_word_embeddings=False)
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **QWEN_IDS)
     cfg.architectures = ['Qwen2_5_VLForConditionalGeneration']
     return cfg
 
 
+def build_qwen3_config(tiny: bool, micro: bool = False):
+    from transformers import Qwen3VLConfig
+    layers, blocks = (2, 2) if tiny or micro else (36, 27)
+    text = dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=layers,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=128, hidden_act='silu',
+                max_position_embeddings=262144, rms_norm_eps=1e-6, attention_bias=False, initializer_range=0.02,
+                rope_parameters={'rope_type': 'default', 'rope_theta': 5e6, 'mrope_section': [24, 20, 20],
+                                 'mrope_interleaved': True},
+                bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+    vision = dict(depth=blocks, hidden_size=1152, hidden_act='gelu_pytorch_tanh', intermediate_size=4304,
+                  num_heads=16, in_channels=3, out_hidden_size=4096, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, num_position_embeddings=2304,
+                  deepstack_visual_indexes=[0, 1] if tiny or micro else [8, 16, 24], initializer_range=0.02)
+    if micro:
+        text.update(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                    rope_parameters={'rope_type': 'default', 'rope_theta': 5e6, 'mrope_section': [12, 10, 10],
+                                     'mrope_interleaved': True})
+        vision.update(hidden_size=128, intermediate_size=256, num_heads=2, out_hidden_size=256)
+    cfg = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **QWEN_IDS)
+    cfg.architectures = ['Qwen3VLForConditionalGeneration']
+    return cfg
+
+
+def build_gemma3_config(tiny: bool, micro: bool = False):
+    from transformers import Gemma3Config
+    layers, blocks = (2, 2) if tiny or micro else (34, 27)
+    text = dict(vocab_size=262208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=layers,
+                num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                hidden_activation='gelu_pytorch_tanh', max_position_embeddings=131072, rms_norm_eps=1e-6,
+                sliding_window=1024, sliding_window_pattern=6,
+                rope_parameters={'full_attention': {'rope_type': 'linear', 'factor': 8.0, 'rope_theta': 1e6},
+                                 'sliding_attention': {'rope_type': 'default', 'rope_theta': 1e4}},
+                pad_token_id=0, bos_token_id=2, eos_token_id=[1, 106])
+    vision = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=blocks, num_attention_heads=16,
+                  image_size=896, patch_size=14, num_channels=3, vision_use_head=False, layer_norm_eps=1e-6,
+                  hidden_act='gelu_pytorch_tanh')
+    if micro:
+        text.update(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                    query_pre_attn_scalar=64)
+        vision.update(hidden_size=128, intermediate_size=256, num_attention_heads=2)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=256, boi_token_index=255999,
+                       eoi_token_index=256000, image_token_index=262144, tie_word_embeddings=True)
+    cfg.architectures = ['Gemma3ForConditionalGeneration']
+    return cfg
+
+
+def build_gemma3_processor(tok):
+    from transformers import Gemma3ImageProcessor, Gemma3Processor
+    image = Gemma3ImageProcessor(size={'height': 896, 'width': 896}, image_mean=HALF, image_std=HALF,
+                                 do_pan_and_scan=False)
+    return Gemma3Processor(image_processor=image, tokenizer=tok, chat_template=GEMMA3_CHAT_TEMPLATE,
+                           image_seq_length=256)
+
+
 def matmul_weights(module) -> int:
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv3d)))
+    return sum(m.weight.numel() for m in module.modules()
+               if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)))
 
 
-def param_counts(model) -> dict:
-    lm, vit = model.model.language_model, model.model.visual
-    return dict(total=sum(p.numel() for p in model.parameters()),
-                llm_linear=matmul_weights(lm) + model.lm_head.weight.numel(),  # lm_head runs on every position
-                vit_blocks_linear=matmul_weights(vit.blocks), vit_patch_embed=matmul_weights(vit.patch_embed),
-                vit_merger_linear=matmul_weights(vit.merger))
+def param_counts(model, arch: str) -> dict:
+    """Matmul weights per part, and how many projector tokens one ViT patch becomes (the merger's share of P)."""
+    lm = model.model.language_model
+    counts = dict(total=sum(p.numel() for p in model.parameters()),
+                  llm_linear=matmul_weights(lm) + model.lm_head.weight.numel())  # lm_head runs on every position
+    if arch == 'gemma3':   # SigLIP blocks; the projector (one weight matrix) runs on 256 pooled tokens of 4,096
+        tower = model.model.vision_tower   # transformers 5: SiglipVisionModel holds embeddings/encoder itself
+        projector = model.model.multi_modal_projector
+        return dict(counts, vit_blocks_linear=matmul_weights(tower.encoder),
+                    vit_patch_embed=matmul_weights(tower.embeddings),
+                    vit_merger_linear=projector.mm_input_projection_weight.numel(), merger_tokens_per_patch=1 / 16)
+    vit = model.model.visual
+    merger = matmul_weights(vit.merger) + sum(matmul_weights(m) for m in getattr(vit, 'deepstack_merger_list', []))
+    return dict(counts, vit_blocks_linear=matmul_weights(vit.blocks), vit_patch_embed=matmul_weights(vit.patch_embed),
+                vit_merger_linear=merger, merger_tokens_per_patch=1 / 4)   # 2 x 2 patches merge into one token
+
+
+def build(arch: str, tiny: bool, micro: bool):
+    """(model class, config, processor, generation ids) of one architecture."""
+    from transformers import (Gemma3ForConditionalGeneration, Qwen2_5_VLForConditionalGeneration,
+                              Qwen3VLForConditionalGeneration)
+    if arch == 'qwen2_5_vl':
+        return (Qwen2_5_VLForConditionalGeneration, build_config(tiny, micro), build_processor(build_tokenizer()),
+                dict(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643))
+    if arch == 'qwen3_vl':
+        processor = build_qwen3_processor(build_tokenizer(qwen3=True), 65536, 16777216)   # the 8B's pixel limits
+        return (Qwen3VLForConditionalGeneration, build_qwen3_config(tiny, micro), processor,
+                dict(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643))
+    return (Gemma3ForConditionalGeneration, build_gemma3_config(tiny, micro),
+            build_gemma3_processor(build_gemma_tokenizer()), dict(bos_token_id=2, eos_token_id=[1, 106],
+                                                                  pad_token_id=0))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('out')
+    ap.add_argument('--arch', choices=ARCHS, default='qwen2_5_vl', help='architecture shape (default %(default)s)')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     ap.add_argument('--tiny', action='store_true')
     ap.add_argument('--micro', action='store_true', help='2 layers and narrow widths (CPU flow tests only)')
     a = ap.parse_args(argv)
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig
     t0 = time.time()
     torch.manual_seed(0)
-    processor = build_processor(build_tokenizer())
+    model_cls, config, processor, ids = build(a.arch, a.tiny, a.micro)
     with torch.device(a.device):  # bf16 straight on the device: no fp32 copy, no host round trip
-        model = Qwen2_5_VLForConditionalGeneration._from_config(build_config(a.tiny, a.micro), dtype=torch.bfloat16)
-    model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643],
-                                               pad_token_id=151643, do_sample=False, max_new_tokens=64)
-    counts = param_counts(model)
+        model = model_cls._from_config(config, dtype=torch.bfloat16)
+    model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=64, **ids)
+    counts = param_counts(model, a.arch)
     model.save_pretrained(a.out, max_shard_size='5GB')
     processor.save_pretrained(a.out)
     with open(os.path.join(a.out, 'param_count.json'), 'w') as f:
         json.dump(counts, f, indent=1)
-    print(json.dumps(dict(out=a.out, params=counts, device=a.device, seconds=round(time.time() - t0, 1))))
+    print(json.dumps(dict(out=a.out, arch=a.arch, params=counts, device=a.device, seconds=round(time.time() - t0, 1))))
 
 
 if __name__ == '__main__':

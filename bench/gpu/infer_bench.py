@@ -3,6 +3,7 @@
 Usage: python -m bench.gpu.infer_bench MODEL DATA_DIR --mode MODE [--n 1500] [--batch 64] [--max-new-tokens 32]
                                       [--packed-vit] [--profile FILE] [--out result.json] [--split train-original]
 Questions and images: the first N lines of DATA_DIR/swift/<split>.jsonl (the assistant turn is dropped).
+The model's family (Qwen2.5-VL, Qwen3-VL, Gemma 3 / MedGemma) comes from its config.json (common.model_family).
 Modes:
   engine  ms-swift's TransformersEngine(max_batch_size=--batch).infer(all requests) — the medvqa Task-1 template's
           loop (its default: --batch 16) and what inference/backends.py uses today;
@@ -10,7 +11,7 @@ Modes:
           --attention) answering chunks of --batch prompts (Backend.answer), as inference.predict does;
   hf      plain transformers: prompts + images prepared by DataLoader workers, left padding, batches of --batch,
           model.generate(greedy), bf16, sdpa.
---packed-vit switches the vision tower to one attention call per layer (training/vit_attention.py).
+--packed-vit switches the vision tower to one attention call per layer (training/vit_attention.py; Qwen2.5-VL only).
 The model is random-init, so it rarely emits EOS: almost every item generates exactly --max-new-tokens tokens.
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 import time
 
 import torch
+
+from common.model_family import family_of_config
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
@@ -41,9 +44,16 @@ def load_rows(data: str, n: int, split: str = 'train-original') -> list[dict]:
     return rows
 
 
+def swift_kinds(model: str) -> tuple[str | None, str | None]:
+    """ms-swift (model_type, template) of the model folder, as `make infer` finds them."""
+    from inference.backends import read_model_kind
+    return read_model_kind(model, [])
+
+
 def run_engine(a, rows) -> dict:
     from swift.infer_engine import InferRequest, RequestConfig, TransformersEngine
-    engine = TransformersEngine(a.model, model_type='qwen2_5_vl', template_type='qwen2_5_vl', max_batch_size=a.batch,
+    model_type, template = swift_kinds(a.model)
+    engine = TransformersEngine(a.model, model_type=model_type, template_type=template, max_batch_size=a.batch,
                                 torch_dtype=torch.bfloat16, attn_impl='sdpa')
     if a.packed_vit:
         from training.vit_attention import use_packed_vit_attention
@@ -83,8 +93,9 @@ def profile(a, fn):
 
 def run_ours(a, rows) -> dict:
     from inference.backends import load_backend
+    model_type, template = swift_kinds(a.model)
     backend = load_backend('transformers', a.model, [], max_new_tokens=a.max_new_tokens, logprobs=False,
-                           batch_size=a.batch, model_type='qwen2_5_vl', template='qwen2_5_vl', attention=a.attention)
+                           batch_size=a.batch, model_type=model_type, template=template, attention=a.attention)
     prompts = [{'messages': [{'role': 'user', 'content': '<image>' + r['question']}], 'images': [r['image']]}
                for r in rows]
 
@@ -122,12 +133,12 @@ class Prompts(torch.utils.data.Dataset):
 
 
 def run_hf(a, rows) -> dict:
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, AutoProcessor
     processor = AutoProcessor.from_pretrained(a.model)
     processor.tokenizer.padding_side = 'left'  # generation appends on the right: prompts must end aligned
     dtype = torch.bfloat16 if DEVICE == 'cuda' else torch.float32
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model, dtype=dtype, attn_implementation='sdpa',
-                                                               device_map=DEVICE).eval()
+    model = AutoModelForImageTextToText.from_pretrained(a.model, dtype=dtype, attn_implementation='sdpa',
+                                                        device_map=DEVICE).eval()
     if a.packed_vit:
         from training.vit_attention import use_packed_vit_attention
         use_packed_vit_attention(model)
@@ -135,8 +146,8 @@ def run_hf(a, rows) -> dict:
     stop = set(model.generation_config.eos_token_id or []) | {pad}
 
     def collate(items):
-        texts, images = zip(*items)
-        return processor(text=list(texts), images=list(images), padding=True, return_tensors='pt')
+        texts, images = zip(*items)   # one image per prompt, nested as Gemma 3's processor wants it
+        return processor(text=list(texts), images=[[im] for im in images], padding=True, return_tensors='pt')
 
     def batches(subset):
         return torch.utils.data.DataLoader(Prompts(subset, processor), batch_size=a.batch, num_workers=a.workers,
@@ -184,6 +195,7 @@ def main(argv=None):
                packed_vit=a.packed_vit, items_per_s=len(rows) / res['seconds'],
                generated_tokens_per_s=res['generated_tokens'] / res['seconds'],
                peak_allocated_GiB=torch.cuda.max_memory_allocated() / 2 ** 30 if DEVICE == 'cuda' else None,
+               family=family_of_config(a.model).name if family_of_config(a.model) else None,
                device=torch.cuda.get_device_name(0) if DEVICE == 'cuda' else 'cpu')
     print('[bench] infer', json.dumps(res), flush=True)
     if a.out:

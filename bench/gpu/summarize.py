@@ -3,8 +3,9 @@
 Usage: python -m bench.gpu.summarize LOG_DIR MODEL_DIR [--peak 989] [--out summary.json]
 Reads LOG_DIR/perf_*.json (bench_perf callback), vit.json (vit_check), infer_*.json (infer_bench) and
 MODEL_DIR/param_count.json (build_model). Model FLOPs per training sample (LoRA, frozen base and frozen ViT):
-    F = T * 4 * N_llm  +  P * (2 * (N_vit_blocks + N_patch_embed) + 2 * N_merger / 4)
-T = real (unpadded) tokens per sample, P = ViT patches per sample, both as counted during the run.
+    F = T * 4 * N_llm  +  P * (2 * (N_vit_blocks + N_patch_embed) + 2 * N_merger * m)
+T = real (unpadded) tokens per sample, P = ViT patches per sample, both as counted during the run; m = projector
+tokens per patch: 1/4 for Qwen-VL (2 x 2 patches merge), 1/16 for Gemma 3 (4,096 patches pooled to 256 tokens).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import os
 
 
 def flops_per_sample(perf: dict, params: dict) -> float:
-    vit_per_patch = 2 * (params['vit_blocks_linear'] + params['vit_patch_embed']) + 2 * params['vit_merger_linear'] / 4
+    merged = params.get('merger_tokens_per_patch', 1 / 4)   # files written before the Gemma shape: Qwen's 2 x 2
+    vit_per_patch = (2 * (params['vit_blocks_linear'] + params['vit_patch_embed'])
+                     + 2 * params['vit_merger_linear'] * merged)
     return perf['tokens_per_sample'] * 4 * params['llm_linear'] + perf['vit_patches_per_sample'] * vit_per_patch
 
 

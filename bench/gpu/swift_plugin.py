@@ -90,11 +90,17 @@ class BenchPerf(TrainerCallback):
         self.shapes[self._step] = [ids.shape[-1], pixels.shape[0] if pixels is not None else 0]
         dev = ids.device
         zero = torch.zeros((), device=dev, dtype=torch.long)
+        if grid is not None:      # Qwen-VL: patches listed per image
+            patches = grid.to(dev).prod(-1).sum()
+        elif pixels is not None and pixels.dim() == 4:   # Gemma 3 (SigLIP): fixed-size images, [images, 3, H, W]
+            side = self.trainer.model.config.vision_config.patch_size
+            patches = torch.tensor(pixels.shape[0] * (pixels.shape[2] // side) * (pixels.shape[3] // side), device=dev)
+        else:
+            patches = zero
         row = torch.stack([torch.tensor(ids.shape[0], device=dev),
                            mask.sum() if mask is not None else torch.tensor(ids.numel(), device=dev),
                            torch.tensor(ids.numel(), device=dev),
-                           (labels != -100).sum() if labels is not None else zero,
-                           grid.to(dev).prod(-1).sum() if grid is not None else zero]).long()
+                           (labels != -100).sum() if labels is not None else zero, patches]).long()
         self.counts = row if self.counts is None else self.counts + row
 
     def on_step_begin(self, args, state, control, **kwargs):

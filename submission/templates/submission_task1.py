@@ -52,7 +52,9 @@ HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 GPU_NAME = torch.cuda.get_device_name(0) if HAS_CUDA else "cpu"
 if HAS_CUDA:
-    DTYPE = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # fp16 where bf16 is missing; Gemma 3 (MedGemma) overflows in fp16, so it runs in fp32 there instead
+    HALF = torch.float32 if MODEL_TYPE == "gemma3_vision" else torch.float16
+    DTYPE = torch.bfloat16 if torch.cuda.is_bf16_supported() else HALF
 else:
     DTYPE = torch.float32  # CPU kernels for half precision are slow or missing
 
