@@ -43,7 +43,8 @@ if [ -f "$stamp" ] && [ "$(cut -d' ' -f1-2 "$stamp")" = "$want" ]; then
   echo "setup: $VENV is up to date ($DEVICE set)"
 else
   echo "setup: installing the $DEVICE set ($REQ${LOCK:+, versions from $LOCK}) into $VENV with $INSTALLER"
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  # a venv cut short (no pip in it) is made again rather than failing on every later run
+  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || { rm -rf "$VENV"; "$PYTHON" -m venv "$VENV"; }
   "$VENV/bin/python" -m pip install -q --upgrade pip
   if [ "$INSTALLER" = uv ]; then
     "$VENV/bin/python" -m pip install -q uv
