@@ -30,6 +30,8 @@ AUGMENT_IMPL ?= opencv#                 weak transform: opencv (fast) or torchvi
 PREPARE_ARGS ?=#                        extra flags, e.g. --curriculum --train-on-test --lenient --system-prompt "..."
 KVASIR_SEG ?=#                          optional grounding data: a Kvasir-SEG folder (images/ + masks/)
 KVASIR_INSTRUMENT ?=#                   optional grounding data: a Kvasir-Instrument folder (images/ + boxes *.json)
+SYNTHETIC ?=#                           optional grounding data: a data_prep.synthetic copy (its own boxes; DATA's train images)
+SYNTHETIC_ARGS ?=#                      make synthetic: more data_prep.synthetic flags, e.g. --qa-per-image 8 --workers 16
 # ---- training -----------------------------------------------------------------------------------------------------
 RECIPE  ?= recipes/qwen2_5_vl/7B_lora.args
 RUN     ?= runs/$(basename $(notdir $(RECIPE)))
@@ -99,7 +101,8 @@ tiny-model: $(STACK) ## build a tiny random model offline into TINY_MODEL (ARCH=
 	$(PY) -m training.tiny_model --out $(TINY_MODEL) --arch $(ARCH)
 
 synthetic: $(STACK) ## write a synthetic Kvasir-VQA-x1 copy with known geometry into OUT (default $(DEMO)/synthetic)
-	$(PY) -m data_prep.synthetic --out $(or $(OUT),$(DEMO)/synthetic) --images $(or $(IMAGES_N),48) --seed 0
+	$(PY) -m data_prep.synthetic --out $(or $(OUT),$(DEMO)/synthetic) --images $(or $(IMAGES_N),48) --seed 0 \
+	  $(SYNTHETIC_ARGS)
 
 prepare: $(STACK) ## DATASET -> images, augmented variants, splits, organizer subsets, ms-swift JSONL in DATA
 	$(PY) -m data_prep.prepare --dataset $(DATASET) $(if $(IMAGES),--images $(IMAGES)) --out $(DATA) \
@@ -108,9 +111,11 @@ prepare: $(STACK) ## DATASET -> images, augmented variants, splits, organizer su
 subsets: $(STACK) ## write the organizers' task-1/task-2 subsets of DATASET into OUT (no images needed)
 	$(PY) -m data_prep.subsets --dataset $(DATASET) --out $(or $(OUT),$(DATA)/subsets)
 
-grounding-data: $(STACK) ## optional: Kvasir-SEG/-Instrument boxes -> DATA/swift/grounding.jsonl in ARCH's box format
+grounding-data: $(STACK) ## optional: Kvasir-SEG/-Instrument (or SYNTHETIC) boxes -> DATA/swift/grounding.jsonl in ARCH's box format
 	$(PY) -m data_prep.grounding_data $(if $(KVASIR_SEG),--kvasir-seg $(KVASIR_SEG)) \
-	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) --family $(ARCH) --out $(DATA)/swift/grounding.jsonl
+	  $(if $(KVASIR_INSTRUMENT),--kvasir-instrument $(KVASIR_INSTRUMENT)) \
+	  $(if $(SYNTHETIC),--synthetic $(SYNTHETIC) --images-of $(DATA)/swift/train-original.meta.jsonl) \
+	  --family $(ARCH) --out $(DATA)/swift/grounding.jsonl
 
 recipes: $(STACK) ## list the recipes: model, method, topology, image budget, hardware (from the files)
 	$(PY) -m training.recipe

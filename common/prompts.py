@@ -4,6 +4,7 @@ from common.model_family import DEFAULT_FAMILY, RELATIVE_1000, family
 # What Subtask 2 asks the model to locate, by question topic (explain.probing.classify_question).
 GROUNDING_TARGETS = {'polyp': 'polyp', 'instrument': 'surgical instrument', 'text': 'text overlay',
                      'box': 'green picture-in-picture box', 'landmark': 'anatomical landmark'}
+DEFAULT_GROUNDING_TARGET = 'abnormality'   # a question of none of those topics (a finding, a count, the procedure)
 
 # Families that answer in 0..1000 relative coordinates are told so (Qwen3-VL's trained convention; Gemma 3 has no
 # trained box format and learns this one from `make grounding-data ARCH=gemma3`).

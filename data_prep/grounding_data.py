@@ -1,4 +1,7 @@
-"""Optional grounding training data: Kvasir-SEG polyp boxes and Kvasir-Instrument boxes as ms-swift JSONL.
+"""Optional grounding training data: Kvasir-SEG polyp boxes and Kvasir-Instrument boxes as ms-swift JSONL, or the
+boxes a data_prep.synthetic copy drew (`--synthetic DIR [--images-of DATA/swift/train-original.meta.jsonl]`: per
+frame, one row for each of polyp, abnormality (= its polyps), surgical instrument, text overlay and green
+picture-in-picture box that it shows, with the boxes of its geometry.jsonl).
 
 Each line asks exactly the question `explain.grounding` asks at inference (`grounding_prompt(target, family)`) and
 answers in the JSON it parses (`{"bbox_2d": [...], "label": ...}`), in the coordinates of the model family
@@ -40,9 +43,13 @@ from tqdm import tqdm
 from common.errors import InputError, cli_main
 from common.io import write_jsonl
 from common.model_family import DEFAULT_FAMILY, FAMILIES, RELATIVE_1000, family
-from common.prompts import GROUNDING_TARGETS, grounding_prompt
+from common.prompts import DEFAULT_GROUNDING_TARGET, GROUNDING_TARGETS, grounding_prompt
 
 POLYP, INSTRUMENT = GROUNDING_TARGETS['polyp'], GROUNDING_TARGETS['instrument']
+# What a synthetic frame's geometry answers for each target explain.grounding asks about: the polyps are its only
+# abnormality (so "abnormality" = the polyps; instruments are not findings in Kvasir-VQA-x1 either).
+SYNTHETIC_TARGETS = ((POLYP, 'polyps'), (DEFAULT_GROUNDING_TARGET, 'polyps'), (INSTRUMENT, 'instruments'),
+                     (GROUNDING_TARGETS['text'], 'text'), (GROUNDING_TARGETS['box'], 'green_box'))
 MASK_THRESHOLD = 128          # JPEG masks: 0/255 plus compression noise
 MIN_AREA_FRACTION = 0.001     # components under 0.1 % of the image are specks, not polyps
 BBOX_JSON_NAME = 'kavsir_bboxes.json'
@@ -254,6 +261,61 @@ def kvasir_instrument_samples(spec: Path, images_dir: Path | None, counts: Count
         yield image_id, lambda image_id=image_id: one(image_id)
 
 
+def synthetic_boxes(scene: dict, what: str) -> list[list[int]]:
+    """The boxes of one kind of object in a data_prep.synthetic scene (geometry.jsonl line), as it drew them."""
+    if what in ('polyps', 'instruments'):
+        return [list(o['bbox']) for o in scene[what]]
+    if what == 'text':
+        return [list(scene['text']['bbox'])] if scene.get('text') else []
+    return [list(scene['green_box'])] if scene.get('green_box') else []
+
+
+def images_of_split(meta: Path) -> dict[str, Path]:
+    """img_id -> image file of a prepared split's sidecar (DATA/swift/<split>-original.meta.jsonl)."""
+    from common.io import read_jsonl
+    if not meta.is_file():
+        raise InputError('file not found (run `make prepare` first?)', file=str(meta), field='images-of')
+    found = {}
+    for i, row in enumerate(read_jsonl(meta), 1):
+        if not isinstance(row, dict) or not isinstance(row.get('img_id'), str) or not isinstance(row.get('image'), str):
+            raise InputError('needs img_id and image strings (a .meta.jsonl of make prepare)', file=str(meta), row=i)
+        found.setdefault(row['img_id'], Path(row['image']))
+    return found
+
+
+def synthetic_samples(root: Path, images_of: Path | None):
+    """Samples from a data_prep.synthetic copy: for each image, one per target of SYNTHETIC_TARGETS that it shows,
+    with the boxes of its geometry.jsonl. `images_of` (a prepared split's .meta.jsonl) keeps only that split's images
+    (and uses its copies of them), so no validation or test image gets a grounding row; without it, every image the
+    copy puts in its train split."""
+    from common.io import read_jsonl
+    geometry = root / 'geometry.jsonl'
+    if not geometry.is_file():
+        raise InputError('no geometry.jsonl: not a data_prep.synthetic copy', file=str(root), field='synthetic')
+    scenes = read_jsonl(geometry)
+    if images_of is not None:
+        wanted = images_of_split(Path(images_of))
+    else:
+        wanted = {g['img_id']: root / 'images' / f'{g["img_id"]}.jpg' for g in scenes if 'train' in g.get('splits', [])}
+
+    def one(scene, image, line):
+        width, height = image_size(image)
+        if (width, height) != (scene['width'], scene['height']):
+            raise InputError(f'image is {width}x{height}, geometry says {scene["width"]}x{scene["height"]}',
+                             file=str(geometry), row=line, field='width')
+        out = []
+        for target, what in SYNTHETIC_TARGETS:
+            boxes = sorted(check_box(b, width, height, str(geometry), f'{scene["img_id"]}.{what}')
+                           for b in synthetic_boxes(scene, what))   # left to right, as mask_boxes lists them
+            if boxes:
+                out.append(Sample(image, target, boxes))
+        return out
+
+    for line, scene in enumerate(scenes, 1):
+        if scene['img_id'] in wanted:
+            yield scene['img_id'], lambda s=scene, i=wanted[scene['img_id']], n=line: one(s, i, n)
+
+
 def shrink_to(sample: Sample, out_dir: Path, max_pixels: int | None) -> Sample:
     """Copy the image into out_dir (downscaled to max_pixels if larger), scaling its boxes the same way."""
     dest = out_dir / sample.image.name
@@ -278,10 +340,12 @@ def shrink_to(sample: Sample, out_dir: Path, max_pixels: int | None) -> Sample:
 def build(kvasir_seg: Path | None, kvasir_instrument: Path | None, out: Path, *,
           instrument_images: Path | None = None, images_out: Path | None = None, max_pixels: int | None = None,
           limit: int | None = None, lenient: bool = False, answer_style: str = 'json',
-          family_name: str = DEFAULT_FAMILY) -> Counts:
+          family_name: str = DEFAULT_FAMILY, synthetic: Path | None = None, images_of: Path | None = None) -> Counts:
     """Write the grounding JSONL; returns the counts. Strict by default: the first bad input is an InputError."""
-    if kvasir_seg is None and kvasir_instrument is None:
-        raise InputError('give --kvasir-seg and/or --kvasir-instrument', field='kvasir-seg')
+    if images_of is not None and synthetic is None:
+        raise InputError('--images-of selects images of a --synthetic copy: give --synthetic too', field='images-of')
+    if kvasir_seg is None and kvasir_instrument is None and synthetic is None:
+        raise InputError('give --kvasir-seg and/or --kvasir-instrument (or --synthetic)', field='kvasir-seg')
     if max_pixels and images_out is None:
         raise InputError('--max-pixels resizes copies: it needs --images-out', field='max-pixels')
     counts = Counts()
@@ -290,6 +354,8 @@ def build(kvasir_seg: Path | None, kvasir_instrument: Path | None, out: Path, *,
         sources.append(list(kvasir_seg_samples(Path(kvasir_seg), counts)))
     if kvasir_instrument is not None:
         sources.append(list(kvasir_instrument_samples(Path(kvasir_instrument), instrument_images, counts)))
+    if synthetic is not None:
+        sources.append(list(synthetic_samples(Path(synthetic), images_of)))
     if images_out is not None:
         Path(images_out).mkdir(parents=True, exist_ok=True)
     lines = []
@@ -297,17 +363,19 @@ def build(kvasir_seg: Path | None, kvasir_instrument: Path | None, out: Path, *,
         items = items[:limit] if limit else items     # --limit applies per dataset, so both stay represented
         for image_id, make in tqdm(items, desc='grounding', unit='img'):
             try:
-                sample = make()
+                made = make()   # one Sample, or a list of them (a synthetic frame: one per target it shows)
+                samples = made if isinstance(made, list) else [made]
                 if images_out is not None:
-                    sample = shrink_to(sample, Path(images_out), max_pixels)
+                    samples = [shrink_to(sample, Path(images_out), max_pixels) for sample in samples]
             except InputError as e:
                 if not lenient:
                     raise
                 counts.skipped += 1
                 counts.reasons.append(str(e))
                 continue
-            lines.append(swift_line(sample, answer_style, family_name))
-            counts.boxes += len(sample.boxes)
+            for sample in samples:
+                lines.append(swift_line(sample, answer_style, family_name))
+                counts.boxes += len(sample.boxes)
     counts.written = write_jsonl(out, lines)
     return counts
 
@@ -319,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--kvasir-instrument', type=Path,
                     help='Kvasir-Instrument bbox JSON, or a folder with images/ and one *.json')
     ap.add_argument('--kvasir-instrument-images', type=Path, help='images folder when --kvasir-instrument is a JSON')
+    ap.add_argument('--synthetic', type=Path,
+                    help='a data_prep.synthetic copy: its own boxes (geometry.jsonl) for polyp, abnormality, surgical '
+                         'instrument, text overlay and green box')
+    ap.add_argument('--images-of', type=Path,
+                    help='with --synthetic: only the images of this prepared split, e.g. '
+                         'DATA/swift/train-original.meta.jsonl (no val or test image gets a row)')
     ap.add_argument('--out', type=Path, required=True, help='output ms-swift JSONL')
     ap.add_argument('--images-out', type=Path, help='copy (and with --max-pixels shrink) the images here')
     ap.add_argument('--max-pixels', type=int, help='downscale copied images to at most this many pixels')
@@ -333,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     counts = build(a.kvasir_seg, a.kvasir_instrument, a.out, instrument_images=a.kvasir_instrument_images,
                    images_out=a.images_out, max_pixels=a.max_pixels, limit=a.limit, lenient=a.lenient,
-                   answer_style=a.answer_style, family_name=a.family)
+                   answer_style=a.answer_style, family_name=a.family, synthetic=a.synthetic, images_of=a.images_of)
     print(f'wrote {counts.written} lines ({counts.boxes} boxes) to {a.out}; skipped {counts.skipped}; '
           f'kavsir_bboxes.json disagreeing with masks: {counts.bbox_json_disagree}')
     for r in counts.reasons[:10]:

@@ -1,33 +1,44 @@
 """A small synthetic Kvasir-VQA-x1 local copy whose answers are TRUE for the drawn images.
 
     python -m data_prep.synthetic --out DIR [--images 24] [--seed 0] [--test-fraction 0.3] [--qa-per-image 6]
+        [--workers N]
 
 Writes (docs/design.md, "Dataset local copy"):
     DIR/data/train-00000-of-00001.parquet, DIR/data/test-00000-of-00001.parquet   (the official column types)
     DIR/images/<img_id>.jpg                                                      (procedural endoscopy-like frames)
+    DIR/masks/<img_id>.png                                                       (exact object masks, 8-bit labels)
     DIR/geometry.jsonl                                                           (ground truth per img_id)
 Each frame shows pink/orange mucosa with a vignette and a dark round border, 0-3 polyps, maybe an instrument, the green
 ScopeGuide box (bottom-left) and burnt-in white text (top-left). Questions and answers reuse the dataset's atomic
 questions and phrasing; complexity = number of atomic classes merged into one question. Some test images also appear
-in train, as in the official splits. Same seed -> same bytes (fixed JPEG quality, no timestamps).
+in train, as in the official splits. Same seed -> same bytes (fixed JPEG quality, no timestamps), whatever --workers.
+Each mask is drawn with the frame's own drawing calls (label values instead of colours; geometry.jsonl's "mask" says
+which value is which object), so it holds exactly the pixels of each polyp and instrument that the dark border
+leaves visible, plus the text overlay's and green box's rectangles.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from tqdm import tqdm
 
 from common.errors import InputError, cli_main
 from common.io import atomic_path, write_jsonl
 from data_prep.schema import ARROW_SCHEMA
 
 JPEG_QUALITY = 90
+FIELD_OF_VIEW = 1.08   # the dark round border covers normalised radii above this
+MASKS = 'masks'   # DIR/masks/<img_id>.png: each object's exact pixels (geometry.jsonl "mask" names the values)
 SIZES = ((320, 256), (400, 320), (480, 400), (576, 480), (600, 500))
 MUCOSA = {'colonoscopy': (205, 112, 104), 'gastroscopy': (214, 128, 78)}
 POLYP_RGB = {'red': (150, 18, 28), 'pink': (250, 168, 190), 'flesh': (238, 192, 150), 'white': (240, 236, 228),
@@ -109,11 +120,32 @@ def make_scene(rng: np.random.Generator, img_id: str) -> dict:
                  (int(width * rng.uniform(0.5, 0.8)), 0)][side]
         xs, ys = (start[0], tip[0]), (start[1], tip[1])
         pad = thick if name != 'polyp snare' else int(scale * 0.09)
-        box = [max(0, min(xs) - pad), max(0, min(ys) - pad), min(width - 1, max(xs) + pad),
-               min(height - 1, max(ys) + pad)]
-        instruments.append({'name': name, 'bbox': box, 'start': list(start), 'tip': list(tip), 'thickness': thick})
-    return {'img_id': img_id, 'width': int(width), 'height': int(height), 'procedure': procedure,
-            'polyps': polyps, 'instruments': instruments, 'green_box': green_box, 'text': text}
+        # the area the instrument is laid out in (the snare's loop is sized from it); its box is what gets drawn
+        layout = [max(0, min(xs) - pad), max(0, min(ys) - pad), min(width - 1, max(xs) + pad),
+                  min(height - 1, max(ys) + pad)]
+        instruments.append({'name': name, 'layout': layout, 'start': list(start), 'tip': list(tip),
+                            'thickness': thick})
+    scene = {'img_id': img_id, 'width': int(width), 'height': int(height), 'procedure': procedure,
+             'polyps': polyps, 'instruments': instruments, 'green_box': green_box, 'text': text}
+    for ins, box in zip(instruments, instrument_boxes(scene)):
+        ins['bbox'] = box
+    return scene
+
+
+def instrument_boxes(scene: dict) -> list[list[int]]:
+    """Each instrument's box: the extent [x1, y1, x2, y2] (last pixels included, as for polyps) of the pixels drawn
+    for it inside the field of view (the tube continues behind the dark border, outside the picture)."""
+    w, h = scene['width'], scene['height']
+    drawn = Image.new('L', (w, h), 0)
+    only = {**scene, 'polyps': [], 'text': None, 'green_box': None}
+    _draw_objects(ImageDraw.Draw(drawn), only, lambda label, rgb: label)
+    values = np.asarray(drawn).copy()
+    values[_field_of_view(w, h) > FIELD_OF_VIEW] = 0
+    boxes = []
+    for label in mask_labels(only)['instruments']:
+        ys, xs = np.nonzero(values == label)
+        boxes.append([int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())])
+    return boxes
 
 
 # ---------------------------------------------------------------- drawing
@@ -125,61 +157,103 @@ def text_glyphs(string: str) -> Image.Image:
     return small.crop(box).resize(((box[2] - box[0]) * 2, (box[3] - box[1]) * 2), Image.NEAREST)
 
 
-def _smooth_noise(rng, width, height, cells: int, amplitude: float) -> np.ndarray:
-    small = rng.normal(0, 1, (max(2, height // cells), max(2, width // cells))).astype(np.float32)
+def _noise_cells(rng, width, height, cells: int) -> np.ndarray:
+    return rng.normal(0, 1, (max(2, height // cells), max(2, width // cells))).astype(np.float32)
+
+
+def _smooth(small: np.ndarray, width, height, amplitude: float) -> np.ndarray:
     img = Image.fromarray(((small + 4) * 32).clip(0, 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
     return (np.asarray(img, np.float32) / 32 - 4) * amplitude
 
 
-def draw_frame(scene: dict, rng: np.random.Generator) -> Image.Image:
+def frame_randomness(scene: dict, rng: np.random.Generator) -> dict:
+    """Every random draw of a frame's background, in the order the frame has always drawn them: the scene is then
+    drawn from (scene, these draws) alone, so frames can be drawn in worker processes with the same bytes."""
     w, h = scene['width'], scene['height']
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = np.sqrt(((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2)
-    base = np.array(MUCOSA[scene['procedure']], np.float32)
-    shade = (1.15 - 0.55 * r ** 2)[..., None] + _smooth_noise(rng, w, h, 24, 0.06)[..., None]
-    rgb = base * shade + _smooth_noise(rng, w, h, 6, 5.0)[..., None]
-    im = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(im)
+    out = {'shade': _noise_cells(rng, w, h, 24), 'tint': _noise_cells(rng, w, h, 6)}
     if scene['procedure'] == 'colonoscopy':  # dark lumen with haustral folds around it
-        lx, ly = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.35, 0.65)
-        for k in range(4, 0, -1):
-            rx, ry = w * 0.07 * k, h * 0.07 * k
-            draw.arc([lx - rx, ly - ry, lx + rx, ly + ry], int(rng.integers(0, 90)), int(rng.integers(200, 330)),
-                     fill=tuple(int(c * 0.7) for c in base), width=3)
-        draw.ellipse([lx - w * 0.05, ly - h * 0.05, lx + w * 0.05, ly + h * 0.05], fill=(60, 20, 20))
+        out['lumen'] = (w * rng.uniform(0.35, 0.65), h * rng.uniform(0.35, 0.65))
+        out['folds'] = [(int(rng.integers(0, 90)), int(rng.integers(200, 330))) for _ in range(4)]
     else:  # gastric rugae: long soft ridges
-        for _ in range(5):
-            y0 = h * rng.uniform(0.2, 0.8)
-            draw.line([(w * 0.1, y0), (w * 0.5, y0 + h * rng.uniform(-0.1, 0.1)), (w * 0.9, y0)],
-                      fill=tuple(int(c * 0.8) for c in base), width=5, joint='curve')
-    for p in scene['polyps']:
+        out['rugae'] = [(h * rng.uniform(0.2, 0.8), h * rng.uniform(-0.1, 0.1)) for _ in range(5)]
+    return out
+
+
+def mask_labels(scene: dict) -> dict:
+    """The value of each object in the frame's label mask (0 = none of them): polyps 1..P, instruments next, then
+    the text overlay's and the green box's rectangles (None when the frame has no such thing)."""
+    n_polyps, n_instruments = len(scene['polyps']), len(scene['instruments'])
+    nxt = n_polyps + n_instruments + 1
+    text = nxt if scene['text'] else None
+    green = (nxt + (text is not None)) if scene['green_box'] else None
+    return {'polyps': list(range(1, n_polyps + 1)),
+            'instruments': list(range(n_polyps + 1, n_polyps + n_instruments + 1)), 'text': text, 'green_box': green}
+
+
+def _draw_objects(draw: ImageDraw.ImageDraw, scene: dict, colour) -> None:
+    """Polyps, then instruments, with `colour(label, rgb)` choosing what is painted: the RGB colour in the frame,
+    the object's label in the mask, so that the mask holds exactly the drawn pixels."""
+    labels = mask_labels(scene)
+    for p, label in zip(scene['polyps'], labels['polyps']):
         x1, y1, x2, y2 = p['bbox']
         color = POLYP_RGB[p['color']]
         body_bottom = y2 - (y2 - y1) // 3 if p['type'] == 'paris ip' else y2
         if p['type'] == 'paris ip':  # pedunculated: head on a stalk
             cx, sw = (x1 + x2) // 2, max(3, (x2 - x1) // 6)
-            draw.rectangle([cx - sw, (y1 + body_bottom) // 2, cx + sw, y2], fill=tuple(int(c * 0.85) for c in color))
+            draw.rectangle([cx - sw, (y1 + body_bottom) // 2, cx + sw, y2],
+                           fill=colour(label, tuple(int(c * 0.85) for c in color)))
         if p['type'] == 'paris iia':  # flat: a low, outlined patch
-            draw.ellipse([x1, y1, x2, body_bottom], fill=color, outline=tuple(int(c * 0.6) for c in color), width=2)
+            draw.ellipse([x1, y1, x2, body_bottom], fill=colour(label, color),
+                         outline=colour(label, tuple(int(c * 0.6) for c in color)), width=2)
         else:
-            draw.ellipse([x1, y1, x2, body_bottom], fill=color)
+            draw.ellipse([x1, y1, x2, body_bottom], fill=colour(label, color))
             hx, hy = x1 + (x2 - x1) * 0.3, y1 + (body_bottom - y1) * 0.25
-            draw.ellipse([hx, hy, hx + (x2 - x1) * 0.15, hy + (body_bottom - y1) * 0.12], fill=(255, 250, 245))
-    for ins in scene['instruments']:
+            draw.ellipse([hx, hy, hx + (x2 - x1) * 0.15, hy + (body_bottom - y1) * 0.12],
+                         fill=colour(label, (255, 250, 245)))
+    for ins, label in zip(scene['instruments'], labels['instruments']):
         (sx, sy), (tx, ty), t = ins['start'], ins['tip'], ins['thickness']
-        draw.line([(sx, sy), (tx, ty)], fill=(150, 152, 158), width=t)
-        draw.ellipse([tx - t / 2, ty - t / 2, tx + t / 2, ty + t / 2], fill=(175, 178, 185))
+        draw.line([(sx, sy), (tx, ty)], fill=colour(label, (150, 152, 158)), width=t)
+        draw.ellipse([tx - t / 2, ty - t / 2, tx + t / 2, ty + t / 2], fill=colour(label, (175, 178, 185)))
         if ins['name'] == 'polyp snare':
-            rad = ins['bbox'][2] - ins['bbox'][0]
-            rad = min(rad, ins['bbox'][3] - ins['bbox'][1]) // 4
-            draw.ellipse([tx - rad, ty - rad, tx + rad, ty + rad], outline=(200, 200, 205), width=2)
+            rad = ins['layout'][2] - ins['layout'][0]
+            rad = min(rad, ins['layout'][3] - ins['layout'][1]) // 4
+            draw.ellipse([tx - rad, ty - rad, tx + rad, ty + rad], outline=colour(label, (200, 200, 205)), width=2)
         elif ins['name'] in ('biopsy forceps', 'metal clip'):
-            draw.line([(tx, ty), (tx - t, ty - t)], fill=(190, 192, 198), width=max(2, t // 3))
-            draw.line([(tx, ty), (tx + t, ty - t)], fill=(190, 192, 198), width=max(2, t // 3))
+            draw.line([(tx, ty), (tx - t, ty - t)], fill=colour(label, (190, 192, 198)), width=max(2, t // 3))
+            draw.line([(tx, ty), (tx + t, ty - t)], fill=colour(label, (190, 192, 198)), width=max(2, t // 3))
+
+
+def _field_of_view(w: int, h: int) -> np.ndarray:
+    """Normalised distance from the frame centre; the endoscope's dark round border covers r > FIELD_OF_VIEW."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.sqrt(((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2)
+
+
+def render_frame(scene: dict, randomness: dict) -> Image.Image:
+    """The frame, from its scene and `frame_randomness` (no random draws here)."""
+    w, h = scene['width'], scene['height']
+    r = _field_of_view(w, h)
+    base = np.array(MUCOSA[scene['procedure']], np.float32)
+    shade = (1.15 - 0.55 * r ** 2)[..., None] + _smooth(randomness['shade'], w, h, 0.06)[..., None]
+    rgb = base * shade + _smooth(randomness['tint'], w, h, 5.0)[..., None]
+    im = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    if scene['procedure'] == 'colonoscopy':  # dark lumen with haustral folds around it
+        lx, ly = randomness['lumen']
+        for k, (start, end) in zip(range(4, 0, -1), randomness['folds']):
+            rx, ry = w * 0.07 * k, h * 0.07 * k
+            draw.arc([lx - rx, ly - ry, lx + rx, ly + ry], start, end, fill=tuple(int(c * 0.7) for c in base),
+                     width=3)
+        draw.ellipse([lx - w * 0.05, ly - h * 0.05, lx + w * 0.05, ly + h * 0.05], fill=(60, 20, 20))
+    else:  # gastric rugae: long soft ridges
+        for y0, dy in randomness['rugae']:
+            draw.line([(w * 0.1, y0), (w * 0.5, y0 + dy), (w * 0.9, y0)],
+                      fill=tuple(int(c * 0.8) for c in base), width=5, joint='curve')
+    _draw_objects(draw, scene, lambda label, rgb: rgb)
     im = im.filter(ImageFilter.GaussianBlur(1.2))
     # Dark round border of the endoscope's field of view.
-    mask = Image.fromarray(((r > 1.08) * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
-    im.paste((12, 10, 10), mask=mask)
+    border = Image.fromarray(((r > FIELD_OF_VIEW) * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
+    im.paste((12, 10, 10), mask=border)
     draw = ImageDraw.Draw(im)
     if scene['green_box']:  # ScopeGuide: black box, green frame and a green coil sketch
         x1, y1, x2, y2 = scene['green_box']
@@ -188,6 +262,28 @@ def draw_frame(scene: dict, rng: np.random.Generator) -> Image.Image:
     if scene['text']:
         im.paste((255, 255, 255), tuple(scene['text']['bbox'][:2]), mask=text_glyphs(scene['text']['string']))
     return im
+
+
+def render_mask(scene: dict) -> Image.Image:
+    """The frame's label mask ('L'): each polyp and instrument where it was drawn (later ones over earlier, as in the
+    frame), minus what the dark border hides; the text overlay's and green box's rectangles on top (mask_labels)."""
+    w, h = scene['width'], scene['height']
+    mask = Image.new('L', (w, h), 0)
+    _draw_objects(ImageDraw.Draw(mask), scene, lambda label, rgb: label)
+    values = np.asarray(mask).copy()
+    values[_field_of_view(w, h) > FIELD_OF_VIEW] = 0
+    labels = mask_labels(scene)
+    if scene['green_box']:
+        x1, y1, x2, y2 = scene['green_box']
+        values[y1:y2 + 1, x1:x2 + 1] = labels['green_box']     # PIL's rectangle includes both corners
+    if scene['text']:
+        x1, y1, x2, y2 = scene['text']['bbox']
+        values[y1:y2, x1:x2] = labels['text']                 # the pasted glyph block: [x1, x2) x [y1, y2)
+    return Image.fromarray(values)
+
+
+def draw_frame(scene: dict, rng: np.random.Generator) -> Image.Image:
+    return render_frame(scene, frame_randomness(scene, rng))
 
 
 # ---------------------------------------------------------------- questions and answers
@@ -397,30 +493,41 @@ def _write_parquet(path: Path, rows: list[dict]) -> None:
         pq.write_table(table, tmp, compression='snappy')
 
 
+def _render_job(job: tuple[dict, dict, str]) -> None:
+    """Draw one frame and its label mask and write both (a worker process's unit of work)."""
+    scene, randomness, out = job
+    with atomic_path(Path(out) / 'images' / f'{scene["img_id"]}.jpg') as tmp:
+        render_frame(scene, randomness).save(tmp, format='JPEG', quality=JPEG_QUALITY)
+    with atomic_path(Path(out) / MASKS / f'{scene["img_id"]}.png') as tmp:
+        render_mask(scene).save(tmp, format='PNG')
+
+
 def generate(out_dir, n_images: int = 24, seed: int = 0, test_fraction: float = 0.3,
-             qa_per_image: int = 6) -> Path:
-    """Write the synthetic local copy into `out_dir` and return its path."""
+             qa_per_image: int = 6, workers: int = 1) -> Path:
+    """Write the synthetic local copy into `out_dir` and return its path. The same bytes for any `workers`: scenes,
+    questions and every random draw come from one generator in one process; only the drawing is spread out."""
     if n_images < 2:
         raise InputError(f'--images: need at least 2 images, got {n_images}')
     if not 0 < test_fraction < 1:
         raise InputError(f'--test-fraction: must be in (0, 1), got {test_fraction}')
     if qa_per_image < 3:
         raise InputError(f'--qa-per-image: need at least 3 rows per image (one per complexity), got {qa_per_image}')
+    if workers < 1:
+        raise InputError(f'--workers: must be >= 1, got {workers}')
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
-    ids = []
+    ids, seen = [], set()
     while len(ids) < n_images:
         i = cuid(rng)
-        if i not in ids:
+        if i not in seen:
+            seen.add(i)
             ids.append(i)
     n_test = min(n_images - 1, max(1, round(n_images * test_fraction)))
     n_shared = max(1, n_test // 4)  # test images that also appear in train (with other questions)
-    train, test, geometry = [], [], []
+    train, test, geometry, jobs = [], [], [], []
     for k, img_id in enumerate(ids):
         scene = make_scene(rng, img_id)
-        image = draw_frame(scene, rng)
-        with atomic_path(out / 'images' / f'{img_id}.jpg') as tmp:
-            image.save(tmp, format='JPEG', quality=JPEG_QUALITY)
+        jobs.append((copy.deepcopy(scene), frame_randomness(scene, rng), str(out)))
         rows = image_rows(scene, qa_per_image, rng)
         if k < n_test - n_shared:
             test += rows
@@ -433,9 +540,17 @@ def generate(out_dir, n_images: int = 24, seed: int = 0, test_fraction: float = 
             train += rows
             splits = ['train']
         for ins in scene['instruments']:
-            for key in ('start', 'tip', 'thickness'):
+            for key in ('start', 'tip', 'thickness', 'layout'):
                 ins.pop(key)
-        geometry.append({**scene, 'splits': splits})
+        geometry.append({**scene, 'splits': splits,
+                         'mask': {'file': f'{MASKS}/{img_id}.png', **mask_labels(scene)}})
+    if workers > 1 and len(jobs) >= 4 * workers:
+        with ProcessPoolExecutor(workers) as pool:
+            list(tqdm(pool.map(_render_job, jobs, chunksize=16), total=len(jobs), desc='synthetic frames',
+                      unit='img', disable=len(jobs) < 500))
+    else:
+        for job in tqdm(jobs, desc='synthetic frames', unit='img', disable=len(jobs) < 500):
+            _render_job(job)
     # The official splits are not grouped by image; shuffle rows (deterministically) the same way.
     train = [train[i] for i in rng.permutation(len(train))]
     test = [test[i] for i in rng.permutation(len(test))]
@@ -453,8 +568,10 @@ def main(argv=None) -> int:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--test-fraction', type=float, default=0.3, help='share of images in test (default 0.3)')
     p.add_argument('--qa-per-image', type=int, default=6, help='QA rows per image (default 6)')
+    p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
+                   help='processes that draw the frames (the bytes do not depend on it; default min(8, CPUs))')
     args = p.parse_args(argv)
-    out = generate(args.out, args.images, args.seed, args.test_fraction, args.qa_per_image)
+    out = generate(args.out, args.images, args.seed, args.test_fraction, args.qa_per_image, args.workers)
     n = {s: pq.read_metadata(out / 'data' / f'{s}-00000-of-00001.parquet').num_rows for s in ('train', 'test')}
     print(f'wrote {out}: {args.images} images, train {n["train"]} rows, test {n["test"]} rows')
     return 0

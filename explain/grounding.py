@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass
 
 from common.model_family import DEFAULT_FAMILY, RELATIVE_1000, RESIZED_PIXELS, family
-from common.prompts import GROUNDING_TARGETS, grounding_prompt  # noqa: F401  (shared with the training data)
+# shared word for word with the training rows of data_prep.grounding_data
+from common.prompts import DEFAULT_GROUNDING_TARGET, GROUNDING_TARGETS, grounding_prompt  # noqa: F401
 from common.qwen_vision import smart_resize  # noqa: F401  (the processor's resize; boxes map back through it)
 
 TARGETS = GROUNDING_TARGETS   # what to ask the model to locate, by question topic
-DEFAULT_TARGET = 'abnormality'
+DEFAULT_TARGET = DEFAULT_GROUNDING_TARGET
 
 
 @dataclass

@@ -233,3 +233,92 @@ def test_swift_sft_trains_on_grounding(seg_dir, instrument, tiny_model_dir, tmp_
     # ms-swift's sample print: the placeholders were filled with pixel boxes in the model's JSON
     assert 'QWENVL_BBOX_FORMAT: new' in out
     assert re.search(r'"bbox_2d": \[\d+, \d+, \d+, \d+\], "label": "(polyp|surgical instrument)"', out)
+
+
+# ---------------------------------------------------------------- boxes of the synthetic generator
+@pytest.fixture(scope='module')
+def synthetic_prepared(synthetic_dataset, tmp_path_factory) -> Path:
+    """`make prepare` of the synthetic copy: its train split is what grounding rows may show."""
+    out = tmp_path_factory.mktemp('syn-prepared') / 'prepared'
+    run_module('data_prep.prepare', '--dataset', synthetic_dataset, '--out', out, '--aug-k', '1', '--workers', '1')
+    return out
+
+
+def _split_ids(prepared: Path, name: str) -> set[str]:
+    return {r['img_id'] for r in read_jsonl(prepared / 'swift' / f'{name}-original.meta.jsonl')}
+
+
+def test_synthetic_rows_are_the_boxes_the_generator_drew(synthetic_dataset, synthetic_prepared, tmp_path):
+    out = tmp_path / 'grounding.jsonl'
+    run_module('data_prep.grounding_data', '--synthetic', synthetic_dataset, '--images-of',
+               synthetic_prepared / 'swift' / 'train-original.meta.jsonl', '--out', out)
+    rows = read_jsonl(out)
+    geometry = {g['img_id']: g for g in read_jsonl(synthetic_dataset / 'geometry.jsonl')}
+    train = _split_ids(synthetic_prepared, 'train')
+    held_out = _split_ids(synthetic_prepared, 'val') | _split_ids(synthetic_prepared, 'test')
+    by_image: dict[str, dict[str, list]] = {}
+    for row in rows:
+        image = Path(row['images'][0])
+        assert image.parent == (synthetic_prepared / 'images' / 'original').resolve()   # the copy training reads
+        target = row['objects']['ref'][0]
+        assert row['objects']['ref'] == [target] * len(row['objects']['bbox'])
+        assert row['messages'][0]['content'] == '<image>' + inference_grounding.grounding_prompt(target)
+        by_image.setdefault(image.stem, {})[target] = row['objects']['bbox']
+    assert set(by_image) <= train and not set(by_image) & held_out   # no val or test frame is ever shown
+    shown = {'polyp': 0, 'surgical instrument': 0, 'text overlay': 0, 'green picture-in-picture box': 0}
+    for img_id in train:
+        g = geometry[img_id]
+        labels = np.asarray(Image.open(synthetic_dataset / g['mask']['file']))
+        want = {'polyp': [p['bbox'] for p in g['polyps']], 'abnormality': [p['bbox'] for p in g['polyps']],
+                'surgical instrument': [i['bbox'] for i in g['instruments']],
+                'text overlay': [g['text']['bbox']] if g['text'] else [],
+                'green picture-in-picture box': [g['green_box']] if g['green_box'] else []}
+        want = {k: sorted(v) for k, v in want.items() if v}
+        assert by_image.get(img_id, {}) == want, img_id
+        # and those boxes are where the generator drew the objects: each object's mask lies inside its box
+        values = {'polyp': g['mask']['polyps'], 'surgical instrument': g['mask']['instruments'],
+                  'text overlay': [g['mask']['text']], 'green picture-in-picture box': [g['mask']['green_box']]}
+        for target, value_list in values.items():
+            for value in value_list if target in want else []:
+                ys, xs = np.nonzero(labels == value)
+                assert any(x1 <= xs.min() and xs.max() <= x2 and y1 <= ys.min() and ys.max() <= y2
+                           for x1, y1, x2, y2 in want[target]), (img_id, target)
+                shown[target] += 1
+    assert all(shown.values()), shown
+
+
+def test_synthetic_boxes_reach_the_model_and_map_back(synthetic_dataset, tiny_model_dir, tmp_path, monkeypatch):
+    """ms-swift writes the drawn boxes in the resized image's pixels; explain.grounding maps them back onto the
+    frame to within the rounding of one resized pixel."""
+    monkeypatch.setenv('QWENVL_BBOX_FORMAT', 'new')
+    monkeypatch.setenv('MAX_PIXELS', '50176')
+    from swift import get_processor, get_template
+    gd.build(None, None, tmp_path / 'g.jsonl', synthetic=synthetic_dataset)
+    processor = get_processor(str(tiny_model_dir), model_type='qwen2_5_vl')
+    template = get_template(processor, template_type='qwen2_5_vl')
+    template.set_mode('train')
+    checked = 0
+    for row in read_jsonl(tmp_path / 'g.jsonl'):
+        enc = template.encode(json.loads(json.dumps(row)))
+        answer = processor.tokenizer.decode([i for i in enc['labels'] if i != -100])
+        _, gh, gw = (int(v) for v in enc['image_grid_thw'][0])
+        W, H = Image.open(row['images'][0]).size
+        parsed = inference_grounding.parse_boxes(answer)
+        assert [b.label for b in parsed] == row['objects']['ref']
+        back = [inference_grounding.map_box(b.coords, (gw * 14, gh * 14), (W, H)) for b in parsed]
+        tolerance = max(W / (gw * 14), H / (gh * 14))   # one resized pixel, in frame pixels
+        for got, drawn in zip(back, row['objects']['bbox']):
+            assert max(abs(a - b) for a, b in zip(got, drawn)) <= tolerance + 1, (got, drawn)
+            checked += 1
+    assert checked >= 20
+
+
+def test_synthetic_bad_inputs_one_line_errors(synthetic_dataset, tmp_path):
+    cases = [(['--images-of', tmp_path / 'x.meta.jsonl'], '--images-of selects images of a --synthetic copy'),
+             (['--synthetic', tmp_path], 'no geometry.jsonl'),
+             (['--synthetic', synthetic_dataset, '--images-of', tmp_path / 'missing.meta.jsonl'], 'file not found')]
+    for args, message in cases:
+        proc = run_module('data_prep.grounding_data', *args, '--out', tmp_path / 'g.jsonl', check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and lines[-1].startswith('error: ') and message in lines[-1], proc.stderr
+        assert not (tmp_path / 'g.jsonl').exists()

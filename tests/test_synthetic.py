@@ -175,3 +175,65 @@ def test_bad_arguments_are_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ['error: --images: need at least 2 images, got 1']
     assert not (tmp_path / 'x').exists()
+
+
+def test_drawing_in_worker_processes_writes_the_same_bytes(copies, tmp_path):
+    """The frames are drawn by a process pool (24 images >= 4 per worker) from draws made in one process."""
+    spread = synthetic.generate(tmp_path / 'w', n_images=24, seed=0, workers=3)
+    assert _files(spread) == _files(copies['a'])
+
+
+def _interior(mask: np.ndarray) -> np.ndarray:
+    """The mask without its outer 2 pixels (the frame is blurred there)."""
+    from scipy import ndimage
+    return ndimage.binary_erosion(mask, iterations=2)
+
+
+def test_masks_hold_exactly_the_drawn_objects(copies):
+    """masks/<img_id>.png: each polyp and instrument where the frame shows it, text and green box rectangles."""
+    root, seen = copies['a'], {'polyp': 0, 'instrument': 0, 'text': 0, 'green_box': 0}
+    for g in _geometry(root).values():
+        labels = np.asarray(Image.open(root / g['mask']['file']))
+        px = np.asarray(Image.open(root / 'images' / f'{g["img_id"]}.jpg').convert('RGB'), np.int32)
+        assert labels.shape == px.shape[:2] and labels.dtype == np.uint8
+        names = g['mask']
+        used = set(np.unique(labels)) - {0}
+        assert used <= set(names['polyps'] + names['instruments'] + [names['text'], names['green_box']])
+        assert len(names['polyps']) == len(g['polyps']) and len(names['instruments']) == len(g['instruments'])
+        for p, value in zip(g['polyps'], names['polyps']):
+            ys, xs = np.nonzero(labels == value)
+            x1, y1, x2, y2 = p['bbox']
+            assert len(xs) and x1 <= xs.min() and xs.max() <= x2 and y1 <= ys.min() and ys.max() <= y2
+            if any(synthetic._overlaps(p['bbox'], i['bbox'], 0) for i in g['instruments']):
+                continue
+            # unhidden: the drawn pixels fill the box (an ellipse: pi/4 of it, a flat one a little less)
+            assert xs.min() == x1 and ys.min() == y1 and xs.max() >= x2 - 1 and ys.max() >= y2 - 1
+            inside = px[_interior(labels == value)]
+            assert np.abs(np.median(inside, axis=0) - synthetic.POLYP_RGB[p['color']]).max() < 40, (p, inside.mean(0))
+            seen['polyp'] += 1
+        for ins, value in zip(g['instruments'], names['instruments']):
+            shown = labels == value
+            ys, xs = np.nonzero(shown)
+            x1, y1, x2, y2 = ins['bbox']
+            assert len(xs) and x1 <= xs.min() and xs.max() <= x2 and y1 <= ys.min() and ys.max() <= y2
+            overlaid = [b for b in (g['text'] and g['text']['bbox'], g['green_box']) if b]
+            if not any(synthetic._overlaps(ins['bbox'], b, 0) for b in overlaid):   # the box is the drawn extent
+                assert [xs.min(), ys.min(), xs.max(), ys.max()] == ins['bbox']
+            grey = px[_interior(shown)]
+            if len(grey):   # metal: grey, unlike the pink mucosa around it
+                spread = np.median(grey.max(axis=1) - grey.min(axis=1))
+                assert spread < 30, (ins, spread)
+                seen['instrument'] += 1
+        for key, box in (('text', g['text'] and g['text']['bbox']), ('green_box', g['green_box'])):
+            if not box:
+                assert names[key] is None
+                continue
+            ys, xs = np.nonzero(labels == names[key])
+            x1, y1, x2, y2 = box
+            end = 0 if key == 'text' else 1   # text: [x1, x2) of the pasted glyphs; the green box includes x2
+            assert (xs.min(), ys.min(), xs.max() + 1 - end, ys.max() + 1 - end) == (x1, y1, x2, y2)
+            seen[key] += 1
+        # nothing behind the dark round border but the overlays drawn on top of it
+        behind = labels[synthetic._field_of_view(g['width'], g['height']) > synthetic.FIELD_OF_VIEW]
+        assert set(np.unique(behind)) <= {0, names['text'], names['green_box']}
+    assert all(seen.values()), seen
