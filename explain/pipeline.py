@@ -3,8 +3,10 @@ box and heatmap entries, the composed justification. Also the synthetic-set eval
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from explain import grounding, probing
 
@@ -53,48 +55,102 @@ def describe(question: str, answer: str, probes: list[dict], grounding_row: dict
 
 
 # ---------------------------------------------------------------- evaluation against synthetic geometry
+IOU_BINS = 10   # the IoU histogram's bins: [0, 0.1), [0.1, 0.2), ..., [0.9, 1]
+
+
+def true_kinds(question: str) -> list[str]:
+    """Which objects of a data_prep.synthetic scene a question is about: polyps, instruments, text, green_box."""
+    topics = probing.classify_question(question)
+    if 'text' in topics:
+        return ['text']
+    if 'box' in topics:
+        return ['green_box']
+    if 'instrument' in topics:
+        return ['instruments']
+    if 'polyp' in topics:
+        return ['polyps']
+    return ['polyps', 'instruments']
+
+
+def _kind_boxes(scene: dict, kind: str) -> list[list[int]]:
+    if kind in ('polyps', 'instruments'):
+        return [o['bbox'] for o in scene.get(kind, [])]
+    if kind == 'text':
+        return [scene['text']['bbox']] if scene.get('text') else []
+    return [scene['green_box']] if scene.get('green_box') else []
+
+
 def true_boxes(scene: dict, question: str) -> list[list[int]]:
     """The ground-truth region a question is about, from data_prep.synthetic's geometry.jsonl scene."""
-    topics = probing.classify_question(question)
-    polyps = [p['bbox'] for p in scene.get('polyps', [])]
-    instruments = [i['bbox'] for i in scene.get('instruments', [])]
-    if 'text' in topics:
-        return [scene['text']['bbox']] if scene.get('text') else []
-    if 'box' in topics:
-        return [scene['green_box']] if scene.get('green_box') else []
-    if 'instrument' in topics:
-        return instruments
-    if 'polyp' in topics:
-        return polyps
-    return polyps + instruments
+    return [b for kind in true_kinds(question) for b in _kind_boxes(scene, kind)]
 
 
-def evaluate_geometry(records: list[dict], scenes: dict[str, dict], heatmaps: dict[int, np.ndarray]) -> dict:
-    """Box IoU vs truth (best pair per row) and heatmap mass inside the true region vs that region's area share."""
-    ious, masses, shares, no_box = [], [], [], 0
+def true_mask(scene: dict, question: str, labels: np.ndarray) -> np.ndarray:
+    """The exact pixels of those objects, from the scene's label mask (data_prep.synthetic's masks/<img_id>.png)."""
+    names = scene['mask']
+    values = [v for kind in true_kinds(question)
+              for v in (names[kind] if isinstance(names[kind], list) else [names[kind]]) if v is not None]
+    return np.isin(labels, values)
+
+
+def _distribution(ious: list[float]) -> dict:
+    if not ious:
+        return {'iou_quantiles': None, 'iou_histogram': None}
+    q = np.quantile(ious, [0.1, 0.25, 0.5, 0.75, 0.9])
+    hist = np.histogram(np.clip(ious, 0, 1), bins=IOU_BINS, range=(0.0, 1.0))[0]
+    return {'iou_quantiles': dict(zip(('p10', 'p25', 'p50', 'p75', 'p90'), map(float, q))),
+            'iou_histogram': [int(n) for n in hist]}
+
+
+def evaluate_geometry(records: list[dict], scenes: dict[str, dict], heatmaps, masks_root=None) -> dict:
+    """Box IoU vs truth (best pair per row: its distribution, share >= 0.5) and heatmap mass inside the true region vs
+    that region's area share, over the true boxes and, with `masks_root` (the synthetic copy holding masks/), over the
+    objects' exact pixels. `heatmaps`: {val_id: [H, W] map} or a function val_id -> map (None: no heatmap).
+    A row "has truth" when its question's objects are in the image; a box on a row without truth is counted apart."""
+    heatmap_of = heatmaps.get if isinstance(heatmaps, dict) else heatmaps
+    ious, no_box, box_without_truth = [], 0, 0
+    regions = {'box': ([], []), 'mask': ([], [])}   # (mass inside, area share) per row
     for rec in records:
         scene = scenes.get(rec['img_id'])
         if not scene:
             continue
         truth = true_boxes(scene, rec['question'])
-        if not truth:
-            continue
         pred = [b for v in rec['visual_explanation'] if v['type'] == 'bounding_box' for b in v['data']]
+        if not truth:
+            box_without_truth += bool(pred)
+            continue
         if pred:
             ious.append(max(grounding.iou(p, t) for p in pred for t in truth))
         else:
             no_box += 1
-        heat = heatmaps.get(rec['val_id'])
-        if heat is not None:
-            mask = np.zeros(heat.shape, dtype=bool)
-            for x1, y1, x2, y2 in truth:
-                mask[max(0, int(y1)):int(y2), max(0, int(x1)):int(x2)] = True
-            total = float(heat.sum())
-            if total > 0:
-                masses.append(float(heat[mask].sum()) / total)
-                shares.append(float(mask.mean()))
+        heat = heatmap_of(rec['val_id'])
+        total = float(heat.sum()) if heat is not None else 0.0
+        if total <= 0:
+            continue
+        inside = np.zeros(heat.shape, dtype=bool)
+        for x1, y1, x2, y2 in truth:   # the generator's boxes include their last row and column (drawn to x2, y2)
+            inside[max(0, int(y1)):int(y2) + 1, max(0, int(x1)):int(x2) + 1] = True
+        areas = [('box', inside)]
+        if masks_root is not None and scene.get('mask'):
+            with Image.open(Path(masks_root) / scene['mask']['file']) as im:
+                labels = np.asarray(im)
+            if labels.shape == heat.shape:
+                areas.append(('mask', true_mask(scene, rec['question'], labels)))
+        for name, area in areas:
+            if area.any():
+                regions[name][0].append(float(heat[area].sum()) / total)
+                regions[name][1].append(float(area.mean()))
+
+    def mean(xs) -> float | None:
+        return float(np.mean(xs)) if xs else None
+
+    (box_mass, box_share), (mask_mass, mask_share) = regions['box'], regions['mask']
     return {'rows_with_truth': len(ious) + no_box, 'rows_with_box': len(ious), 'rows_without_box': no_box,
-            'mean_best_iou': float(np.mean(ious)) if ious else None,
-            'iou_at_0_5': float(np.mean([v >= 0.5 for v in ious])) if ious else None,
-            'heatmap_rows': len(masses), 'mean_heatmap_mass_inside': float(np.mean(masses)) if masses else None,
-            'mean_true_area_share': float(np.mean(shares)) if shares else None}
+            'rows_without_truth_with_box': box_without_truth, 'mean_best_iou': mean(ious),
+            'iou_at_0_5': mean([v >= 0.5 for v in ious]), **_distribution(ious),
+            'heatmap_rows': len(box_mass), 'mean_heatmap_mass_inside': mean(box_mass),
+            'mean_true_area_share': mean(box_share),
+            'heatmap_rows_above_share': mean([m > a for m, a in zip(box_mass, box_share)]),
+            'mask_rows': len(mask_mass), 'mean_heatmap_mass_inside_mask': mean(mask_mass),
+            'mean_true_mask_share': mean(mask_share),
+            'mask_rows_above_share': mean([m > a for m, a in zip(mask_mass, mask_share)])}

@@ -76,14 +76,16 @@ def load_val_rows(dataset: str, images: str | None = None, limit: int | None = N
     return rows
 
 
-def load_scenes(dataset: str) -> dict[str, dict]:
-    """geometry.jsonl of a synthetic copy (ground-truth boxes), {} for real data."""
+def load_scenes(dataset: str) -> tuple[dict[str, dict], Path | None]:
+    """geometry.jsonl of a synthetic copy (ground-truth boxes; masks/ beside it) and that folder; ({}, None) for real
+    data."""
     from data_prep.sources import dataset_folder
     try:
-        path = dataset_folder(dataset) / 'geometry.jsonl'
+        folder = dataset_folder(dataset)
     except Exception:
-        return {}
-    return {r['img_id']: r for r in read_jsonl(path)} if path.is_file() else {}
+        return {}, None
+    path = folder / 'geometry.jsonl'
+    return ({r['img_id']: r for r in read_jsonl(path)}, folder) if path.is_file() else ({}, None)
 
 
 def image_file(src, work: Path, val_id: int) -> str:
@@ -196,14 +198,18 @@ def readme(name: str, args, report: dict) -> str:
     lines += ['', f'Grounding outputs: {boxes["outputs"]}, boxes kept: {boxes["kept"]}, unparseable outputs: '
                   f'{boxes["unparseable"]}, boxes outside the image: {boxes["out_of_bounds"]}.']
     if geo:
+        q = geo.get('iou_quantiles') or {}
         lines += ['', 'Against the true geometry of the synthetic set:', '',
-                  '| rows with a true region | with a box | mean best IoU | IoU >= 0.5 | heatmap mass inside | '
-                  'true region area share |', '|---|---|---|---|---|---|',
+                  '| rows with a true region | with a box | mean best IoU | IoU p10 / p50 / p90 | IoU >= 0.5 | '
+                  'boxes where nothing is | heatmap mass inside the box(es) | their area share | inside the mask | '
+                  'its area share |', '|---|---|---|---|---|---|---|---|---|---|',
                   f'| {geo["rows_with_truth"]} | {geo["rows_with_box"]} | {_fmt(geo["mean_best_iou"])} | '
-                  f'{_fmt(geo["iou_at_0_5"])} | {_fmt(geo["mean_heatmap_mass_inside"])} | '
-                  f'{_fmt(geo["mean_true_area_share"])} |',
+                  + (' / '.join(_fmt(q[k], 2) for k in ('p10', 'p50', 'p90')) if q else '—') +
+                  f' | {_fmt(geo["iou_at_0_5"])} | {geo.get("rows_without_truth_with_box", "—")} | '
+                  f'{_fmt(geo["mean_heatmap_mass_inside"])} | {_fmt(geo["mean_true_area_share"])} | '
+                  f'{_fmt(geo.get("mean_heatmap_mass_inside_mask"))} | {_fmt(geo.get("mean_true_mask_share"))} |',
                   '', 'A heatmap mass above the area share means the map concentrates on the true region more than '
-                  'a uniform map would.']
+                  'a uniform map would; the mask is the objects\' exact pixels (data_prep.synthetic\'s masks/).']
     return '\n'.join(lines) + '\n'
 
 
@@ -328,12 +334,16 @@ def build(args) -> tuple[Path, dict]:
         with atomic_open(tmp / SCRIPT, 'w', encoding='utf-8') as f:
             f.write(submission_script(team))
 
-        scenes = load_scenes(args.dataset)
+        scenes, folder = load_scenes(args.dataset)
         geometry = None
         if scenes:
             sizes = {r['val_id']: (r['width'], r['height']) for r in rows}
-            heat = {a['val_id']: upsample(np.asarray(a['heatmap_cells']), *sizes[a['val_id']]) for a in audit}
-            geometry = evaluate_geometry(lines, scenes, heat)
+            cells = {a['val_id']: np.asarray(a['heatmap_cells']) for a in audit}
+
+            def heat(val_id):   # one image-sized map at a time (1,500 at once would take gigabytes)
+                return upsample(cells[val_id], *sizes[val_id]) if val_id in cells else None
+
+            geometry = evaluate_geometry(lines, scenes, heat, masks_root=folder)
         report = {**summary, 'task1_predictions': str(args.task1_predictions), 'calibration': cal_report,
                   'geometry': geometry, 'settings': {k: v for k, v in vars(settings).items() if k != 'model'}}
         write_json(tmp / 'report' / 'report.json', report)

@@ -307,3 +307,42 @@ def test_rank_agreement_of_cheaper_maps():
     flipped = heatmap.rank_agreement(reference[:, ::-1], reference)
     assert flipped['spearman'] < 0.5 and not flipped['same_peak_cell']
     assert heatmap.rank_agreement(np.zeros((3, 3)), reference) == {'spearman': None, 'same_peak_cell': None}
+
+
+# ---------------------------------------------------------------- evaluation against the synthetic geometry
+def test_evaluate_geometry_against_the_drawn_objects(synthetic_dataset):
+    """Exact boxes score IoU 1; a heatmap that is the object's mask puts all its mass inside the mask, a uniform one
+    only the area share; a box on a frame without the object is counted apart."""
+    from common.io import read_jsonl
+    from explain.pipeline import evaluate_geometry, true_boxes, true_mask
+    scenes = {g['img_id']: g for g in read_jsonl(synthetic_dataset / 'geometry.jsonl')}
+    with_polyps = [g for g in scenes.values() if g['polyps']]
+    without = next(g for g in scenes.values() if not g['polyps'])
+    question = 'Where in the image is the polyp?'
+    records, maps = [], {}
+    for val_id, g in enumerate(with_polyps):
+        boxes = true_boxes(g, question)
+        records.append({'val_id': val_id, 'img_id': g['img_id'], 'question': question,
+                        'visual_explanation': [{'type': 'bounding_box', 'data': boxes}]})
+        labels = np.asarray(Image.open(synthetic_dataset / g['mask']['file']))
+        maps[val_id] = true_mask(g, question, labels).astype(np.float64)
+    records.append({'val_id': 99, 'img_id': without['img_id'], 'question': question,
+                    'visual_explanation': [{'type': 'bounding_box', 'data': [[1, 1, 20, 20]]}]})
+    geo = evaluate_geometry(records, scenes, maps, masks_root=synthetic_dataset)
+    n = len(with_polyps)
+    assert geo['rows_with_truth'] == geo['rows_with_box'] == n and geo['rows_without_truth_with_box'] == 1
+    assert geo['mean_best_iou'] == 1.0 and geo['iou_at_0_5'] == 1.0 and geo['iou_histogram'][-1] == n
+    assert geo['mean_heatmap_mass_inside_mask'] == pytest.approx(1.0) and geo['mask_rows_above_share'] == 1.0
+    assert geo['mean_heatmap_mass_inside'] == pytest.approx(1.0)    # the mask lies inside the boxes
+    assert 0 < geo['mean_true_mask_share'] < geo['mean_true_area_share'] < 0.5   # ellipses fill less than boxes
+
+    shape = {r['val_id']: (scenes[r['img_id']]['height'], scenes[r['img_id']]['width']) for r in records}
+    uniform = evaluate_geometry(records, scenes, lambda val_id: np.ones(shape[val_id]), masks_root=synthetic_dataset)
+    assert uniform['mean_heatmap_mass_inside_mask'] == pytest.approx(uniform['mean_true_mask_share'])
+    assert uniform['mask_rows_above_share'] == 0.0
+    # off by a shift: IoU falls, and the histogram says where
+    shifted = [{**r, 'visual_explanation': [{'type': 'bounding_box', 'data': [
+        [x1 + (x2 - x1) // 2, y1, x2 + (x2 - x1) // 2, y2] for x1, y1, x2, y2 in r['visual_explanation'][0]['data']]}]}
+        for r in records[:n]]
+    moved = evaluate_geometry(shifted, scenes, {})
+    assert moved['iou_at_0_5'] == 0.0 and 0.2 < moved['iou_quantiles']['p50'] < 0.5 and moved['heatmap_rows'] == 0

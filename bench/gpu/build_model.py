@@ -2,10 +2,14 @@
 
 Throughput does not depend on weight values, and no real weights exist offline, so benchmarks train and
 generate with this. Usage: python -m bench.gpu.build_model OUT [--arch qwen2_5_vl|qwen3_vl|gemma3] [--device cuda]
-                                                               [--tiny | --micro]
+                                                               [--tiny | --micro | --small] [--max-pixels N]
   --arch: the shape of Qwen2.5-VL-7B-Instruct (default), Qwen3-VL-8B-Instruct or MedGemma-4B-it (= Gemma-3-4B-it).
   --tiny: 2 decoder layers / 2 vision blocks, same widths, tokenizer and processor (CPU smoke tests).
   --micro: like --tiny with narrow widths (CPU tests of the training/inference flow in seconds).
+  --small (Qwen2.5-VL only): the ~132 M-parameter model that bench/gpu/learned.sh trains from scratch on an H200
+    (recipes/qwen2_5_vl/132M_full_scratch.args), saved in fp32 (its master weights; training autocasts to bf16):
+    text 8 x 512 (MLP 2,048, 8 heads / 4 KV heads of 64, tied 151,936-row embedding), vision 8 x 384 (MLP 1,536,
+    6 heads of 64, full attention in blocks 4 and 8, 112 px windows), 2 x 2 merger -> 512. SMALL_WHY says why.
 Also writes OUT/param_count.json: the matmul weight counts the MFU formula in docs/benchmarks.md uses.
 Architecture numbers, from the models' public config.json files (docs/benchmarks.md, "Model shapes"):
 - Qwen/Qwen2.5-VL-7B-Instruct: as it was measured in runs 1-12.
@@ -39,10 +43,28 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 HALF = [0.5, 0.5, 0.5]
 QWEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
 
+# The small Qwen2.5-VL of bench/gpu/learned.sh, and why these numbers (docs/benchmarks.md, "A model that learned"):
+# - The real tokenizer fixes 151,936 embedding rows (Qwen2.5-VL-3B's; every id up to 151,664 stays valid). Tied to
+#   the lm_head they are 78 M of the parameters, but cost little compute: a lookup, and ms-swift computes logits
+#   only at the ~20 answer tokens of a sample.
+# - What has to be learned from nothing: to see coloured blobs, count them, place them on a 3 x 3 grid, read their
+#   size, and write templated sentences and box coordinates. 8 layers x 512 (31 M) for the text and 8 blocks x 384
+#   (19 M) for the 14 px patches are small for that, and make each step cheap: ~100 GFLOP per ~200-token sample
+#   (6 x the 54 M non-embedding parameters per token, the vision tower per patch), so the H200 spends its minutes
+#   on many optimizer steps (~1,500 of 128 samples) rather than on width; the 7B LoRA ran ~12,000 tokens/s, this
+#   model is bounded by the data loader, not the GPU (docs/benchmarks.md).
+# - Head size 64 everywhere (FlashAttention and vLLM's kernels take it; the tiny model's 16 did not start in vLLM),
+#   widths multiples of 64 (Hopper GEMM kernels, no vit_mlp_pad), GQA and mrope as in the real model.
+SMALL_TEXT = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=8,
+                  num_key_value_heads=4, max_position_embeddings=32768, vocab_size=151936, tie_word_embeddings=True,
+                  rope_parameters={'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [8, 12, 12]})
+SMALL_VISION = dict(depth=8, hidden_size=384, intermediate_size=1536, num_heads=6, out_hidden_size=512,
+                    fullatt_block_indexes=[3, 7])
 
-def build_processor(tok):
+
+def build_processor(tok, max_pixels: int = 12845056):
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-    image = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2,
+    image = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=max_pixels, patch_size=14, merge_size=2,
                                   temporal_patch_size=2, image_mean=CLIP_MEAN, image_std=CLIP_STD)
     video = Qwen2VLVideoProcessor(patch_size=14, merge_size=2, temporal_patch_size=2, image_mean=CLIP_MEAN,
                                   image_std=CLIP_STD)  # transformers 5 requires one
@@ -50,7 +72,7 @@ def build_processor(tok):
                                chat_template=CHAT_TEMPLATE)
 
 
-def build_config(tiny: bool, micro: bool = False):
+def build_config(tiny: bool, micro: bool = False, small: bool = False):
     from transformers import Qwen2_5_VLConfig
     layers, blocks = (2, 2) if tiny or micro else (28, 32)
     text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=layers,
@@ -68,7 +90,10 @@ def build_config(tiny: bool, micro: bool = False):
         text.update(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
                     rope_parameters={'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [8, 12, 12]})
         vision.update(hidden_size=128, intermediate_size=256, num_heads=2, out_hidden_size=256)
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **QWEN_IDS)
+    if small:
+        text.update(SMALL_TEXT, max_window_layers=SMALL_TEXT['num_hidden_layers'])
+        vision.update(SMALL_VISION)
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=small, **QWEN_IDS)
     cfg.architectures = ['Qwen2_5_VLForConditionalGeneration']
     return cfg
 
@@ -149,12 +174,15 @@ def param_counts(model, arch: str) -> dict:
                 vit_merger_linear=merger, merger_tokens_per_patch=1 / 4)   # 2 x 2 patches merge into one token
 
 
-def build(arch: str, tiny: bool, micro: bool):
+def build(arch: str, tiny: bool, micro: bool, small: bool = False, max_pixels: int | None = None):
     """(model class, config, processor, generation ids) of one architecture."""
     from transformers import (Gemma3ForConditionalGeneration, Qwen2_5_VLForConditionalGeneration,
                               Qwen3VLForConditionalGeneration)
+    if small and arch != 'qwen2_5_vl':
+        raise ValueError('--small is a Qwen2.5-VL size')
     if arch == 'qwen2_5_vl':
-        return (Qwen2_5_VLForConditionalGeneration, build_config(tiny, micro), build_processor(build_tokenizer()),
+        processor = build_processor(build_tokenizer(), *([max_pixels] if max_pixels else []))
+        return (Qwen2_5_VLForConditionalGeneration, build_config(tiny, micro, small), processor,
                 dict(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643))
     if arch == 'qwen3_vl':
         processor = build_qwen3_processor(build_tokenizer(qwen3=True), 65536, 16777216)   # the 8B's pixel limits
@@ -170,15 +198,26 @@ def main(argv=None):
     ap.add_argument('out')
     ap.add_argument('--arch', choices=ARCHS, default='qwen2_5_vl', help='architecture shape (default %(default)s)')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    ap.add_argument('--tiny', action='store_true')
-    ap.add_argument('--micro', action='store_true', help='2 layers and narrow widths (CPU flow tests only)')
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument('--tiny', action='store_true')
+    size.add_argument('--micro', action='store_true', help='2 layers and narrow widths (CPU flow tests only)')
+    size.add_argument('--small', action='store_true',
+                      help='the ~132 M Qwen2.5-VL trained from scratch by bench/gpu/learned.sh (fp32)')
+    ap.add_argument('--max-pixels', type=int, default=None,
+                    help='the processor\'s image budget (default 12845056, the real models\'): the recipe\'s MAX_PIXELS')
     a = ap.parse_args(argv)
+    if a.small and a.arch != 'qwen2_5_vl':
+        ap.error('--small is a Qwen2.5-VL size (--arch qwen2_5_vl)')
+    if a.max_pixels is not None and (a.arch != 'qwen2_5_vl' or a.max_pixels < 3136):
+        ap.error('--max-pixels: a Qwen2.5-VL budget of at least 3136 pixels')
     from transformers import GenerationConfig
     t0 = time.time()
     torch.manual_seed(0)
-    model_cls, config, processor, ids = build(a.arch, a.tiny, a.micro)
-    with torch.device(a.device):  # bf16 straight on the device: no fp32 copy, no host round trip
-        model = model_cls._from_config(config, dtype=torch.bfloat16)
+    model_cls, config, processor, ids = build(a.arch, a.tiny, a.micro, a.small, a.max_pixels)
+    # bf16 straight on the device: no fp32 copy, no host round trip. The small model is trained from these weights
+    # (fp32 master weights, bf16 autocast), so it keeps fp32.
+    with torch.device(a.device):
+        model = model_cls._from_config(config, dtype=torch.float32 if a.small else torch.bfloat16)
     model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=64, **ids)
     counts = param_counts(model, a.arch)
     model.save_pretrained(a.out, max_shard_size='5GB')
