@@ -47,6 +47,7 @@ BACKEND ?= auto#                        auto = vLLM when installed and a GPU is 
 MAX_NEW_TOKENS ?= 64#                   answer length cap, shared by infer and both submissions (answers must agree)
 INFER_ARGS ?=#                          e.g. --batch-size 32 --logprobs
 REPORT  ?= $(basename $(PRED))-report
+BASELINE_OUT ?= preds/baseline#         make baseline writes its predictions, scores and report here
 ADAPTERS ?=#                            infer: LoRA adapter(s) on MODEL (folder or hub id; README: the x1 paper's one)
 # ---- serving and asking -------------------------------------------------------------------------------------------
 SERVE_HOST ?= 127.0.0.1#                serve: address to listen on (0.0.0.0 = every interface)
@@ -148,7 +149,7 @@ score: $(STACK) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, M
 
 baseline: $(STACK) ## language-prior baselines (no image) on SPLIT, scored like a model
 	$(PY) -m eval.baseline --train $(DATA)/swift/train-original.meta.jsonl --eval $(DATA)/swift/$(SPLIT).meta.jsonl \
-	  --out preds/baseline
+	  --out $(BASELINE_OUT)
 
 submit-task1: $(STACK) ## build, check and upload the Subtask 1 repo for MODEL to HUB_REPO (DRY_RUN=1: no upload)
 	$(PY) -m submission.task1 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \

@@ -65,3 +65,17 @@ def test_plugin_leaves_other_models_alone(capsys):
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     PackedVitAttention(None, SimpleNamespace(model=model)).on_train_begin(None, None, None)
     assert 'vision attention unchanged' in capsys.readouterr().out
+
+
+def test_fp32_inputs_never_reach_the_half_precision_flash_kernel(monkeypatch):
+    """An fp32 model (the one bench/gpu/learned.sh trains from scratch, served by make infer's transformers backend
+    on a GPU) must not call varlen_attn, whose flash kernels take fp16/bf16 only: it takes the padded path."""
+    monkeypatch.setenv('MEDICO_VIT_KERNEL', 'varlen')   # what a CUDA machine chooses
+    vit = tiny_vision_tower()
+    grid = torch.tensor([[1, 20, 26]])
+    pixels = torch.randn(int(grid.prod(-1).sum()), 3 * 2 * 14 * 14)
+    with torch.no_grad():
+        reference = vit(pixels, grid_thw=grid).pooler_output
+        vit_attention.use_packed_vit_attention(vit)
+        packed = vit(pixels, grid_thw=grid).pooler_output   # on the old code: varlen_attn on fp32 CPU tensors, error
+    assert float((packed - reference).norm() / reference.norm()) < 1e-5

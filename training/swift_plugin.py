@@ -11,6 +11,8 @@ ms-swift built it, and changes nothing that is saved (docs/benchmarks.md has the
   same fp32 math).
 - `lora_fused`: each LoRA linear adds its scaled update inside the second adapter GEMM and computes in bf16 with
   fp32 master weights (training/lora_fused.py; same math).
+- `time_budget`: saves a checkpoint and stops at the first step that ends after $MEDICO_TRAIN_DEADLINE (Unix
+  seconds), so a time-limited job ends on a step that `RESUME=1 make sft` continues from (training/time_budget.py).
 Families: the three vision-tower switches target Qwen2.5-VL's tower; on Qwen3-VL and Gemma 3 (MedGemma) they find
 none, change nothing and print why. `lora_fused` works on any PEFT LoRA linear, so on every family (measured on
 Qwen2.5-VL only).
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from swift.callbacks import callbacks_map  # noqa: E402
 
 from training import lora_fused, vit_attention, vit_mlp_pad, vit_rope  # noqa: E402
+from training.time_budget import TimeBudget  # noqa: E402
 
 
 class ModelSwitch(TrainerCallback):
@@ -80,5 +83,5 @@ class FusedLora(ModelSwitch):
         return f'{lora_fused.fuse_lora_linears(model)} LoRA linears use the fused addmm forward'
 
 
-for _callback in (PackedVitAttention, PaddedVitMlp, CompiledVitRope, FusedLora):
+for _callback in (PackedVitAttention, PaddedVitMlp, CompiledVitRope, FusedLora, TimeBudget):
     callbacks_map[_callback.name] = _callback

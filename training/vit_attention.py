@@ -5,7 +5,8 @@ host sync per layer) and calls sdpa once per 8x8-patch window: ~30 windows per ~
 images makes ~480 tiny sdpa calls in each of the 28 window layers. The vision attention takes its one-call
 `cu_seqlens` branch when the vision config's attention implementation has "flash" in its name; this module
 registers such an implementation (transformers' documented `AttentionInterface`) that runs either
-- `varlen`: PyTorch's own flash-attention varlen kernel (`torch.nn.attention.varlen.varlen_attn`, CUDA), or
+- `varlen`: PyTorch's own flash-attention varlen kernel (`torch.nn.attention.varlen.varlen_attn`, CUDA, half
+  precision; fp32 inputs take the padded path), or
 - `padded`: one sdpa over the windows gathered into a padded [windows, heads, max_len, dim] batch with a key mask
   (any device; CPUs and the tests use it).
 Use: `use_packed_vit_attention(model)` on a loaded Qwen2.5-VL model (only the vision tower changes).
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 NAME = 'packed_flash_vit'  # "flash" in the name selects the ViT's cu_seqlens branch (transformers 5.17-5.19)
+HALF = (torch.float16, torch.bfloat16)
 
 
 def _kernel() -> str:
@@ -53,8 +55,8 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     cu = cu.to(torch.int32)
     max_len = kwargs.get('max_length_q') or int((cu[1:] - cu[:-1]).max())
     q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [T, H, D]
-    if _kernel() == 'varlen':
-        from torch.nn.attention.varlen import varlen_attn
+    if _kernel() == 'varlen' and q.dtype in HALF:   # flash kernels take half precision only: an fp32 model
+        from torch.nn.attention.varlen import varlen_attn   # (e.g. one trained from scratch) runs padded
         # default scale 1/sqrt(head_dim) is the ViT's own scaling
         out = varlen_attn(q, k, v, cu, cu, max_len, max_len)
     else:

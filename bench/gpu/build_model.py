@@ -204,7 +204,11 @@ def main(argv=None):
     size.add_argument('--small', action='store_true',
                       help='the ~132 M Qwen2.5-VL trained from scratch by bench/gpu/learned.sh (fp32)')
     ap.add_argument('--max-pixels', type=int, default=None,
-                    help='the processor\'s image budget (default 12845056, the real models\'): the recipe\'s MAX_PIXELS')
+                    help='the processor\'s image budget (default 12845056, as the real models): the recipe\'s '
+                         'MAX_PIXELS')
+    ap.add_argument('--dtype', choices=('bfloat16', 'float32'), default=None,
+                    help='weights as saved (default: float32 for --small, the master weights of training from '
+                         'scratch; bfloat16 otherwise)')
     a = ap.parse_args(argv)
     if a.small and a.arch != 'qwen2_5_vl':
         ap.error('--small is a Qwen2.5-VL size (--arch qwen2_5_vl)')
@@ -216,8 +220,9 @@ def main(argv=None):
     model_cls, config, processor, ids = build(a.arch, a.tiny, a.micro, a.small, a.max_pixels)
     # bf16 straight on the device: no fp32 copy, no host round trip. The small model is trained from these weights
     # (fp32 master weights, bf16 autocast), so it keeps fp32.
+    dtype = getattr(torch, a.dtype or ('float32' if a.small else 'bfloat16'))
     with torch.device(a.device):
-        model = model_cls._from_config(config, dtype=torch.float32 if a.small else torch.bfloat16)
+        model = model_cls._from_config(config, dtype=dtype)
     model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=64, **ids)
     counts = param_counts(model, a.arch)
     model.save_pretrained(a.out, max_shard_size='5GB')
