@@ -181,9 +181,10 @@ def markdown(r: dict) -> str:
     else:
         p = t['params'] or {}
         evals = ', '.join(f'{s}: {v:.3f}' for s, v in t['eval_loss'])
-        md += [f'Model: {_f(p.get("total"))} parameters; {t["steps"]} optimizer steps in {t["invocations"]} '
+        total = f'{p["total"]:,}' if p.get('total') else '—'
+        md += [f'Model: {total} parameters; {t["steps"]} optimizer steps in {t["invocations"]} '
                f'invocation(s) (resumed at steps {t["resumed_at"] or "—"}), training time '
-               f'{_f(t["train_runtime_s"])} s. Train loss {_f(t["train_loss_first"])} at the first logged step, '
+               f'{_f(t["train_runtime_s"], 1)} s. Train loss {_f(t["train_loss_first"])} at the first logged step, '
                f'{_f(t["train_loss_last5_mean"])} over the last five logged steps; eval loss by step: {evals}.', '',
                f'![learning curve]({t["loss_curve"]})', '']
     md += ['Data (ms-swift rows): ' + ', '.join(f'{k} {v:,}' for k, v in r['data'].items()) + '.', '']
