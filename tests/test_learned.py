@@ -259,3 +259,17 @@ def test_the_whole_script_on_cpu_at_toy_size(tmp_path):
 
     third = run_script(env=env, timeout=300)
     assert third.returncode == 0 and third.stdout.count('(done)') == 15, third.stdout
+
+
+def test_scoring_stages_stop_with_one_line_without_nltk_data(tmp_path):
+    """baseline, score and numbers score METEOR: without WordNet and punkt_tab the script says so in one line."""
+    pytest.importorskip('swift')
+    work = tmp_path / 'w'
+    empty = tmp_path / 'no-nltk-data'
+    empty.mkdir()
+    env = {**cpu_env(), 'W': str(work), 'PY': os.sys.executable, 'NLTK_DATA': str(empty)}
+    proc = run_script('baseline', env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: {SCRIPT}: NLTK_DATA: METEOR's WordNet and punkt_tab are not found for stage baseline (carry "
+        '.nltk_data: make setup writes it)')
+    assert not (work / 'state' / 'baseline.done').exists()

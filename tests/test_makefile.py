@@ -44,6 +44,20 @@ def test_arch_picks_the_tiny_model_and_the_box_format():
     assert '--kvasir-seg /data/seg --family qwen3_vl --out data/prepared/swift/grounding.jsonl' in ' '.join(dry.split())
 
 
+def test_synthetic_copy_sizes_grounding_rows_and_baseline_folder():
+    """bench/gpu/learned.sh's make calls: a bigger synthetic copy, grounding rows from its own geometry (only the
+    images DATA trains on), and the baselines written where it says."""
+    dry = ' '.join(make('-n', '-o', '.venv/.medico-setup', 'synthetic', 'grounding-data', 'baseline', 'OUT=/w/syn',
+                        'IMAGES_N=5000', 'SYNTHETIC_ARGS=--qa-per-image 8 --workers 16', 'SYNTHETIC=/w/syn',
+                        'DATA=/w/prep', 'BASELINE_OUT=/w/preds/baseline').split())
+    assert 'data_prep.synthetic --out /w/syn --images 5000 --seed 0 --qa-per-image 8 --workers 16' in dry
+    assert ('data_prep.grounding_data --synthetic /w/syn --images-of /w/prep/swift/train-original.meta.jsonl '
+            '--family qwen2_5_vl --out /w/prep/swift/grounding.jsonl') in dry
+    assert '--eval /w/prep/swift/task1_public-original.meta.jsonl --out /w/preds/baseline' in dry
+    default = ' '.join(make('-n', '-o', '.venv/.medico-setup', 'baseline', 'grounding-data').split())
+    assert '--out preds/baseline' in default and '--synthetic' not in default
+
+
 def test_submit_task2_uses_the_task1_predictions_it_was_given(tmp_path):
     """A TASK1_PRED or CALIBRATION given on the command line is passed as it is (a missing one is then a one-line
     error of submission.task2, never silently dropped); left at their defaults and missing, both are made with

@@ -6,17 +6,17 @@
 #
 #   bash bench/gpu/learned.sh [STAGE...]        (repository root; default: every stage, in this order)
 #
-# Stages: data prepare grounding model baseline untrained sft export infer_test infer_test_aug infer_task2
-#         infer_val score submit2 numbers
+# Stages: data prepare grounding model untrained sft export infer_test infer_test_aug infer_task2 infer_val
+#         baseline score submit2 numbers
 #   data       make synthetic: IMAGES_N frames x QA_PER_IMAGE questions (exact boxes and masks)
 #   prepare    make prepare AUG_K=1: splits, organizer subsets, original + augmented images
 #   grounding  make grounding-data SYNTHETIC=...: box rows from the generator's geometry (train images only)
 #   model      the random model (SIZE: small = the recipe's 132 M; micro/tiny only for CPU plumbing checks)
-#   baseline   make baseline on the synthetic test subset (language priors, no image)
-#   untrained  make infer with the random model (the same test subset, original images)
+#   untrained  make infer with the random model (the synthetic test subset, original images)
 #   sft        make sft RESUME=1: stops with a checkpoint at this invocation's deadline; the next one continues
 #   export     make export (a full fine-tune: the checkpoint copied into RUN/merged)
 #   infer_*    make infer: test subset (task1_public) original + augmented, task2_val and val with log-probs
+#   baseline   make baseline on the test subset (language priors that never see the image)
 #   score      make score: learned (both settings side by side) and untrained
 #   submit2    make submit-task2 DRY_RUN=1 on the learned model (1,500 val rows, calibrated on val)
 #   numbers    python -m bench.gpu.learned_numbers: RESULTS/learned.{json,md} + the plots
@@ -25,6 +25,8 @@
 # A stage whose expected time no longer fits is left for the next invocation, and sft stops with a checkpoint at
 # the deadline; both end the invocation with exit code 3 ("run me again"); 0 = every stage done, 1 = a stage
 # failed (its log's end is printed), 2 = bad arguments (one line, nothing run).
+# baseline, score and numbers score METEOR: they need NLTK's WordNet and punkt_tab (<repo>/.nltk_data, or NLTK_DATA);
+# without them the script stops there with one line (exit 2), after the stages before them ran.
 # Stage times: $RESULTS/stage_times.tsv (stage, seconds, exit code, invocation). With OUT set (the GPU machine's
 # output folder), RESULTS is packed into $OUT/learned_results.tgz at the end of every invocation.
 # Variables (default):
@@ -38,7 +40,7 @@
 #   MAX_NEW_TOKENS (64), CALIBRATION_ROWS (2000), SFT_ARGS, INFER_ARGS, TASK2_ARGS (extra flags of each target).
 set -uo pipefail
 SCRIPT=bench/gpu/learned.sh
-STAGES_ALL=(data prepare grounding model baseline untrained sft export infer_test infer_test_aug infer_task2 infer_val
+STAGES_ALL=(data prepare grounding model untrained sft export infer_test infer_test_aug infer_task2 infer_val baseline
             score submit2 numbers)
 # Expected seconds of each stage on one H200 with 16 cores (docs/benchmarks.md; estimates until measured): a stage
 # starts only when this much of BUDGET is left. sft needs only enough to make progress (it stops at the deadline).
@@ -56,7 +58,7 @@ MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}; CALIBRATION_ROWS=${CALIBRATION_ROWS:-2000}
 SFT_ARGS=${SFT_ARGS:-}; INFER_ARGS=${INFER_ARGS:-}; TASK2_ARGS=${TASK2_ARGS:-}; SITE=${SITE:-/tmp/site}
 
 # ---------------------------------------------------------------- argument checks (before anything runs)
-fail() { echo "error: $SCRIPT: $1: $2" >&2; exit 2; }
+fail() { echo "error: $SCRIPT: $1: ${*:2}" >&2; exit 2; }
 need_int() {  # NAME MIN: the variable must be an integer >= MIN
   local value=${!1}
   [[ $value =~ ^[0-9]+$ ]] && (( 10#$value >= $2 )) || fail "$1" "must be an integer >= $2, got '$value'"
@@ -185,8 +187,18 @@ run_stage() {
   esac
 }
 
+nltk_ready() {   # METEOR's data, where eval points NLTK (<repo>/.nltk_data unless NLTK_DATA says otherwise)
+  "$PY" -c "import eval, nltk.data
+for resource in ('corpora/wordnet', 'tokenizers/punkt_tab/english/'):
+    nltk.data.find(resource)" 2> /dev/null
+}
+
 for name in "${STAGES[@]}"; do
   if [ -f "$W/state/$name.done" ] && [ -z "${FORCE:-}" ]; then say "skip $name (done)"; continue; fi
+  if [[ " baseline score numbers " == *" $name "* ]] && ! nltk_ready; then
+    fail NLTK_DATA "METEOR's WordNet and punkt_tab are not found for stage $name (carry .nltk_data: make setup" \
+      "writes it)"
+  fi
   if (( $(left) < NEED[$name] )); then
     say "$name needs ~${NEED[$name]} s, $(left) s of BUDGET=$BUDGET left: stopping here; run again (the next call)" \
       "to continue"
