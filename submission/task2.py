@@ -334,7 +334,7 @@ def build(args) -> tuple[Path, dict]:
             sizes = {r['val_id']: (r['width'], r['height']) for r in rows}
             heat = {a['val_id']: upsample(np.asarray(a['heatmap_cells']), *sizes[a['val_id']]) for a in audit}
             geometry = evaluate_geometry(lines, scenes, heat)
-        report = {**summary, 'task1_predictions': str(args.task1_predictions), 'calibration': cal_report,
+        report = {**summary, 'task1_predictions': Path(args.task1_predictions).name, 'calibration': cal_report,
                   'geometry': geometry, 'settings': {k: v for k, v in vars(settings).items() if k != 'model'}}
         write_json(tmp / 'report' / 'report.json', report)
         with atomic_open(tmp / 'README.md', 'w', encoding='utf-8') as f:
