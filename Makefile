@@ -72,7 +72,7 @@ TINY_MODEL ?= models/tiny-qwen2.5-vl
 RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
-.PHONY: help setup stack test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
+.PHONY: help setup stack test test-fast browser demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
         submit-task1 submit-task2 bench bench-prepare clean serve ask recipes curves
 
 help: ## list the targets
@@ -93,6 +93,9 @@ test: $(STACK) ## run every test (unit + slow end-to-end), as CI does
 
 test-fast: $(STACK) ## run the fast unit tests only
 	$(PY) -m pytest -m "not slow"
+
+browser: ## install Debian's chromium (root + apt) for the Subtask 2 report's browser test; CI does it in .ci/run
+	bash scripts/install_browser.sh
 
 tiny-model: $(STACK) ## build the tiny random Qwen2.5-VL (real tokenizer) offline into TINY_MODEL
 	$(PY) -m training.tiny_model --out $(TINY_MODEL)
