@@ -561,9 +561,11 @@ def heatmap_summary(visual_rows: list[dict], audit: list[dict]) -> dict:
     """The shared scale, how many rows have a region that changed the answer, and the heat-in-box agreement."""
     first = visual_rows[0] if visual_rows else {'scale_nats': None, 'min_nats': None}
     measured = [a for a in audit if a['box_mass_share'] is not None]
-    return {'scale_nats': first['scale_nats'], 'min_nats': first['min_nats'],
-            'scale_rule': f'{heatmap.SCALE_QUANTILE:g} quantile of the rows\' largest drops (rows with an effect)',
-            'rows_changed': sum(a['heatmap_changed'] for a in audit),
+    changed = sum(a['heatmap_changed'] for a in audit)
+    rule = (f'the {heatmap.SCALE_QUANTILE:g} quantile of the largest drop per row, over the rows with an effect, at '
+            'least twice the threshold' if changed else 'no row has an effect: twice the threshold')
+    return {'scale_nats': first['scale_nats'], 'min_nats': first['min_nats'], 'scale_rule': rule,
+            'rows_changed': changed,
             'rows_with_box': sum(a['box_image'] is not None for a in audit), 'rows_with_box_and_effect': len(measured),
             'mean_box_mass_share': float(np.mean([a['box_mass_share'] for a in measured])) if measured else None,
             'mean_box_area_share': float(np.mean([a['box_area_share'] for a in measured])) if measured else None}

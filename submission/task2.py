@@ -163,6 +163,8 @@ def _fmt_pct(v) -> str:
 def rewrite_method(rw: dict | None) -> str:
     if not rw:
         return ''
+    if not rw['asked']:
+        return ' With --rewrite, the same model (text only) would reword the fact sentences; no row had one here.'
     return (' With --rewrite, the same model (text only) rewrites the fact sentences as prose; the rewrite is used '
             'only when it states no clinical term, number, negation or other content word that the facts do not and '
             f'keeps every fact term; here {rw["rejected"]} of {rw["asked"]} rewrites were rejected '
@@ -226,15 +228,21 @@ def readme(name: str, args, report: dict) -> str:
                       'many rows fall in each bin):', '', f'![reliability diagram]({cal["diagram"]})']
     heat = report['heatmap']
     lines += ['', f'Occlusion heatmaps: one scale for all {report["rows"]} rows, 0 to {heat["scale_nats"]:.3f} nats '
-                  f'(the {heat["scale_rule"]}); {heat["rows_changed"]} rows have a region whose hiding lowers the '
-                  f'answer\'s log-probability by {heat["min_nats"]:g} nats or more, the others are drawn untouched.',
-              '', f'Agreement of the two visual explanations: {heat["rows_with_box"]} rows have a box, '
-                  f'{heat["rows_with_box_and_effect"]} of them also a heatmap region; there, on average '
-                  f'{_fmt_pct(heat["mean_box_mass_share"])} of the heatmap\'s total drop lies inside the boxes, which '
-                  f'cover {_fmt_pct(heat["mean_box_area_share"])} of the frame (per row: `box_mass_share` in '
-                  '`report/explanations_audit.jsonl`).']
+                  f'({heat["scale_rule"]}); {heat["rows_changed"]} rows have a region whose hiding lowers the '
+                  f'answer\'s log-probability by {heat["min_nats"]:g} nats or more, the others are drawn untouched.', '']
+    if heat['rows_with_box_and_effect']:
+        lines.append(f'Agreement of the two visual explanations: {heat["rows_with_box"]} rows have a box, '
+                     f'{heat["rows_with_box_and_effect"]} of them also a heatmap region; there, on average '
+                     f'{_fmt_pct(heat["mean_box_mass_share"])} of the heatmap\'s total drop lies inside the boxes, '
+                     f'which cover {_fmt_pct(heat["mean_box_area_share"])} of the frame (per row: `box_mass_share` '
+                     'in `report/explanations_audit.jsonl`).')
+    else:
+        lines.append(f'Agreement of the two visual explanations: {heat["rows_with_box"]} rows have a box, none of '
+                     'them also a heatmap region, so no agreement is measured.')
     rw = report.get('rewrite')
-    if rw:
+    if rw and not rw['asked']:
+        lines += ['', 'Rewrite check: no row had a fact sentence to rewrite.']
+    elif rw:
         lines += ['', f'Rewrite check: {rw["asked"]} rewrites asked, {rw["rejected"]} rejected '
                       f'({_fmt_pct(rw["rejection_rate"])}; reasons: '
                       f'{", ".join(f"{k} {v}" for k, v in rw["reasons"].items()) or "none"}).']

@@ -159,3 +159,40 @@ class Page:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
+
+
+ARTEFACTS = Path(__file__).resolve().parents[1] / 'build' / 'test-artifacts'
+
+# Every image made eager (the page lazy-loads) and decoded: [src, naturalWidth] per image (0 = failed to load).
+LOAD_IMAGES = """Promise.all(Array.from(document.images).map(function (img) {
+  img.loading = 'eager';
+  return img.decode().then(function () { return [img.getAttribute('src'), img.naturalWidth]; },
+                           function () { return [img.getAttribute('src'), 0]; });
+}))"""
+
+
+def load_report(executable: str, index: str | Path, screenshot: str) -> dict:
+    """Open report/index.html headless: every image's natural width, the rows, the count line and the page's text,
+    and a full-page screenshot saved as build/test-artifacts/<screenshot>."""
+    with Browser(executable) as browser:
+        page = browser.page()
+        page.open(index)
+        images = page.run(LOAD_IMAGES)
+        info = page.run("""({rows: document.querySelectorAll('tr.row').length,
+                             count: document.getElementById('count').textContent,
+                             text: document.body.innerText,
+                             topics: Array.from(document.querySelectorAll('#topic option')).map(o => o.value),
+                             levels: Array.from(document.querySelectorAll('#level option')).map(o => o.value)})""")
+        filtered = {}
+        for topic in info['topics'][1:]:   # each topic filter: the count line and the visible rows agree
+            filtered[topic] = page.run(f"""(function () {{
+                var s = document.getElementById('topic'); s.value = {json.dumps(topic)};
+                s.dispatchEvent(new Event('change'));
+                var shown = Array.from(document.querySelectorAll('tr.row')).filter(r => r.offsetParent !== null);
+                return {{count: document.getElementById('count').textContent, shown: shown.length,
+                         topics: Array.from(new Set(shown.map(r => r.dataset.topic)))}};
+            }})()""")
+        page.run("""(function () { var s = document.getElementById('topic'); s.value = '';
+                     s.dispatchEvent(new Event('change')); return true; })()""")
+        shot = page.screenshot(ARTEFACTS / screenshot)
+    return {**info, 'images': images, 'filtered': filtered, 'screenshot': shot}
