@@ -59,7 +59,8 @@ def box_visual(boxes: list[dict], target: str, visual: dict | None = None) -> di
             text += (f' {_pct(visual["box_mass_share"])} of the occlusion heatmap\'s effect lies inside the box(es), '
                      f'which cover {_pct(visual["box_area_share"])} of the frame.')
         else:
-            text += ' The occlusion heatmap shows no region that changed the answer, so their agreement is not measured.'
+            text += (' The occlusion heatmap shows no region that changed the answer, so their agreement is not '
+                     'measured.')
     return {'type': 'bounding_box', 'data': [b['box'] for b in boxes], 'description': text}
 
 

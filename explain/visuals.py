@@ -1,5 +1,6 @@
 """The pictures a rater sees for a row, drawn from the model's outputs only (its grounding boxes and the occlusion
-cells of its own answer; nothing from ground truth). The visuals stage (explain.stages) draws, per row, in WORK/visuals/:
+cells of its own answer; nothing from ground truth). The visuals stage (explain.stages) draws, per row, in
+WORK/visuals/:
 
     <val_id>_frame.jpg     the untouched frame, to set beside the overlays (the dataset's JPEG bytes as they are)
     <val_id>_heatmap.png   the frame at its own size; every occlusion cell whose drop reaches the threshold is tinted
@@ -10,6 +11,7 @@ and once: heatmap_scale.png, the colour bar of that scale in nats.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,7 @@ def outline_regions(picture: Image.Image, grid: int, regions: list[dict]) -> Non
                 draw.line([(clamp(x1, w), clamp(y1, h)), (clamp(x2, w), clamp(y2, h))], fill=colour, width=width)
 
 
+@functools.lru_cache(maxsize=8)
 def _font(size: int):
     import matplotlib
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / 'fonts/ttf/DejaVuSans-Bold.ttf'), size)

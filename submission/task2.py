@@ -9,9 +9,9 @@ explanation, grounding boxes + an occlusion heatmap, and a calibrated confidence
 Writes submission/build/task2/<name>/ (temp folder + rename): submission_task2.jsonl, visuals/ (heatmaps, drawn
 boxes, untouched frames, the colour bar), submission_task2.py (SUBMISSION_INFO only), README.md (method, report
 numbers and a gallery of about 20 rows), report/ (index.html with every row, reliability diagram, report.json,
-explanations_audit.jsonl with every probe, claim and its source). The answers are the Task 1 predictions of the task2_val split
-(--task1-predictions, as they are: equal by construction); without that file the val rows are answered first through
-inference.predict, the `make infer` path. explain.stages then works stage by stage over all rows in
+explanations_audit.jsonl with every probe, claim and its source). The answers are the Task 1 predictions of the
+task2_val split (--task1-predictions, as they are: equal by construction); without that file the val rows are answered
+first through inference.predict, the `make infer` path. explain.stages then works stage by stage over all rows in
 submission/build/task2/.work-<name>/ (probes, grounding, occlusion, confidence, calibration, visuals), resumable.
 """
 from __future__ import annotations
@@ -221,15 +221,16 @@ def readme(name: str, args, report: dict) -> str:
     before, after = cal.get('before'), cal.get('after')
     if before and after:
         lines += ['', f'Calibration measured on {before["n"]} held-out labelled rows ({cal.get("after_kind", "")} for '
-                      f'"after"): ECE {before["ece"]:.3f} before, {after["ece"]:.3f} after; Brier {before["brier"]:.3f} '
-                      f'before, {after["brier"]:.3f} after.']
+                      f'"after"): ECE {before["ece"]:.3f} before, {after["ece"]:.3f} after; Brier '
+                      f'{before["brier"]:.3f} before, {after["brier"]:.3f} after.']
     if cal.get('diagram'):
         lines += ['', 'Reliability diagram (top: accuracy per confidence bin, each bar with its row count; bottom: how '
                       'many rows fall in each bin):', '', f'![reliability diagram]({cal["diagram"]})']
     heat = report['heatmap']
     lines += ['', f'Occlusion heatmaps: one scale for all {report["rows"]} rows, 0 to {heat["scale_nats"]:.3f} nats '
                   f'({heat["scale_rule"]}); {heat["rows_changed"]} rows have a region whose hiding lowers the '
-                  f'answer\'s log-probability by {heat["min_nats"]:g} nats or more, the others are drawn untouched.', '']
+                  f'answer\'s log-probability by {heat["min_nats"]:g} nats or more, the others are drawn '
+                  'untouched.', '']
     if heat['rows_with_box_and_effect']:
         lines.append(f'Agreement of the two visual explanations: {heat["rows_with_box"]} rows have a box, '
                      f'{heat["rows_with_box_and_effect"]} of them also a heatmap region; there, on average '
