@@ -94,7 +94,7 @@ def _font(size: int):
 
 def draw_boxes(image: Image.Image, boxes: list[dict], default_label: str, path: str | Path) -> None:
     """The frame with each box outlined and its label (the model's, else what it was asked to find) on a tag above
-    the box (inside it when the box touches the top edge)."""
+    the box (below it when the box touches the top edge, inside it only when it spans the whole height)."""
     picture = image.convert('RGB').copy()
     w, h = picture.size
     lw = line_width(w, h)
@@ -108,7 +108,7 @@ def draw_boxes(image: Image.Image, boxes: list[dict], default_label: str, path: 
         label = (b.get('label') or default_label).strip() or default_label
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         tw, th = right - left + 2 * lw, bottom - top + 2 * lw
-        ty = y1 - th if y1 - th >= 0 else y1
+        ty = y1 - th if y1 - th >= 0 else y2 if y2 + th <= h else y1   # above, else below, else inside the box
         tx = min(max(0, x1), max(0, w - tw))
         draw.rectangle([tx, ty, tx + tw - 1, ty + th - 1], fill=BOX_COLOUR)
         draw.text((tx + lw - left, ty + lw - top), label, fill=(0, 0, 0), font=font)

@@ -220,8 +220,8 @@ def readme(name: str, args, report: dict) -> str:
                          f'{_fmt(m["ece"])} | {_fmt(m["brier"])} | {_fmt(m["nll"])} |')
     before, after = cal.get('before'), cal.get('after')
     if before and after:
-        lines += ['', f'Calibration measured on {before["n"]} held-out labelled rows ({cal.get("after_kind", "")} for '
-                      f'"after"): ECE {before["ece"]:.3f} before, {after["ece"]:.3f} after; Brier '
+        lines += ['', f'Calibration measured on {before["n"]} held-out labelled rows (the "after" numbers are '
+                      f'{cal.get("after_kind", "")}): ECE {before["ece"]:.3f} before, {after["ece"]:.3f} after; Brier '
                       f'{before["brier"]:.3f} before, {after["brier"]:.3f} after.']
     if cal.get('diagram'):
         lines += ['', 'Reliability diagram (top: accuracy per confidence bin, each bar with its row count; bottom: how '

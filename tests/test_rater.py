@@ -142,8 +142,9 @@ def test_boxes_are_drawn_with_their_label_and_agreement_is_measured(tmp_path):
     tag = px[60:80, 100:160].reshape(-1, 3)                  # the label above the first box: cyan tag, dark text
     assert (np.abs(tag - cyan).max(axis=1) <= 2).sum() > 250 and (tag.sum(axis=1) < 150).sum() > 20
     assert not (np.abs(px[60:78, 170:300] - cyan).max(axis=2) <= 2).any()   # the tag is the label's width
-    top = px[0:25, 0:60].reshape(-1, 3)                      # a box on the top edge keeps its tag inside
-    assert (top.sum(axis=1) < 150).sum() > 10                # ... with the asked-for target as its label
+    below = px[50:70, 0:60].reshape(-1, 3)                   # a box on the top edge has its tag below it ...
+    assert (np.abs(below - cyan).max(axis=1) <= 2).sum() > 200 and (below.sum(axis=1) < 150).sum() > 10
+    assert np.array_equal(px[10:40, 10:50], source[10:40, 10:50])   # ... not over what it boxes
     assert rec['box_mass_share'] == pytest.approx(0.9 / 1.2) and rec['box_area_share'] == pytest.approx(
         (100 * 80 + 60 * 50) / (300 * 240))
     entry = pipeline.box_visual(boxes, 'instrument', rec)
@@ -265,3 +266,42 @@ def test_reliability_diagram_shows_counts_and_a_histogram(tmp_path):
     grey = (np.abs(lower - 127).max(axis=2) <= 2).sum()
     assert grey > 2000
     assert (np.abs(px[: int(0.55 * 700)] - 127).max(axis=2) <= 2).sum() < grey / 4   # not in the top panels
+
+
+def test_overlays_keep_the_lesion_visible_on_real_frames(shared_dir, tmp_path):
+    """Real Kvasir-SEG frames (read in place): with every cell over the polyp hot, the heatmap keeps the lesion's
+    texture (the tinted pixels follow the frame's luminance), and the drawn box leaves what it boxes as it was."""
+    seg = shared_dir / 'data' / 'gi-images' / 'kvasir-seg'
+    frames = sorted((seg / 'images').glob('*.jpg'))
+    if not frames:
+        pytest.skip(f'no Kvasir-SEG frames in {seg}')
+    for frame in frames:
+        with Image.open(seg / 'masks' / frame.name) as m:
+            mask = np.asarray(m.convert('L')) > 128
+        h, w = mask.shape
+        cells = np.array([[mask[y1:y2, x1:x2].mean() for x1, y1, x2, y2 in heatmap.cell_boxes(w, h, 6)]]).reshape(6, 6)
+        ys, xs = np.nonzero(mask)
+        box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        rec = visuals.draw_row(visuals.RowJob(str(frame), 0, cells.tolist(), [{'box': box, 'label': 'polyp'}],
+                                              'polyp', 1.0, 0.1, str(tmp_path)))
+        source, heat = _pixels(frame), _pixels(tmp_path / '0_heatmap.png')
+        lw = visuals.line_width(w, h)
+        weights = np.array([0.299, 0.587, 0.114])
+        drawn_cells = 0
+        for value, (x1, y1, x2, y2) in zip(cells.ravel(), heatmap.cell_boxes(w, h, 6)):
+            inner = (slice(y1 + lw + 2, y2 - lw - 2), slice(x1 + lw + 2, x2 - lw - 2))
+            a, b = source[inner] @ weights, heat[inner] @ weights
+            if value < 0.1:
+                assert np.array_equal(heat[inner], source[inner])                 # cold cells: the frame itself
+                continue
+            drawn_cells += 1
+            assert np.abs(heat[inner] - source[inner]).max(axis=2).mean() > 10   # the lesion's cells are tinted ...
+            if a.std() > 3:                                                       # ... and its texture shows through
+                assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98, frame.name
+                assert 0.4 < b.std() / a.std() < 0.6                              # at (1 - ALPHA) of its contrast
+        assert drawn_cells >= 4, frame.name
+        assert rec['box_mass_share'] > rec['box_area_share']                      # the heat sits in the box
+        drawn = _pixels(tmp_path / '0_box.png')
+        inner = (slice(box[1] + lw + 1, box[3] - lw - 1), slice(box[0] + lw + 1, box[2] - lw - 1))
+        hidden = (drawn[inner] != source[inner]).any(axis=2).mean()           # the box hides nothing inside it,
+        assert hidden < (0.03 if box[3] - box[1] > h - 40 else 1e-9), frame.name  # but its tag when no room is left

@@ -68,10 +68,16 @@ def report_folder(tmp_path_factory):
     return root, index, rows
 
 
-def test_report_page_in_headless_chromium(report_folder):
+@pytest.fixture(scope='module')
+def chromium() -> str:
     executable, why = find_chromium()
     if not executable:
         pytest.skip(why)
+    return executable
+
+
+def test_report_page_in_headless_chromium(chromium, report_folder):   # chromium first: no browser, no rendering
+    executable = chromium
     root, index, rows = report_folder
     page = load_report(executable, index, 'report_index.png')
     n_images = 1 + sum(3 if r['box_image'] else 2 for r in rows)          # colour bar + frame, heatmap (, box)
