@@ -174,11 +174,26 @@ def facts(probes: list[dict]) -> list[dict]:
     return out
 
 
+def disagreement(answer: str | None, probes: list[dict], fact_claims: list[dict]) -> dict | None:
+    """A note when the answer denies a finding that the finding probe names: the reader should see the model
+    disagree with itself rather than read both as facts."""
+    if not answer or not is_negative(answer):
+        return None
+    for claim in fact_claims:
+        i = int(claim['source'].split(':')[1])
+        if probes[i]['key'] == 'finding' and claim['kind'] == 'terms':
+            named = ', '.join(claim['sentence'].split(': ', 1)[1].rstrip('.').split(', '))
+            return {'sentence': f'Note: the answer is a denial, yet asked separately the model names {named}.',
+                    'source': f'answer+{claim["source"]}', 'evidence': [answer] + claim['evidence']}
+    return None
+
+
 def compose(probes: list[dict], certainty: dict | None = None, evidence: list[dict] | None = None,
-            rewrite: str | None = None) -> dict:
-    """{"text", "claims", "rewrite"}: the fact sentences (or their checked rewrite), the certainty sentence
-    (`certainty`: {sentence, score, ...}) and the visual evidence sentences (`evidence`: [{sentence, source}]).
-    Every claim names its source: probe:i, confidence, visual:<kind>, or rewrite (with the facts it rewrites)."""
+            rewrite: str | None = None, answer: str | None = None) -> dict:
+    """{"text", "claims", "rewrite"}: the fact sentences (or their checked rewrite), a note when the answer denies
+    what the finding probe names, the certainty sentence (`certainty`: {sentence, score, ...}) and the visual evidence
+    sentences (`evidence`: [{sentence, source}]). Every claim names its source: probe:i, answer+probe:i, confidence,
+    visual:<kind>, or rewrite (with the facts it rewrites)."""
     fact_claims = facts(probes)
     verdict = None
     if rewrite is not None and fact_claims:
@@ -188,6 +203,9 @@ def compose(probes: list[dict], certainty: dict | None = None, evidence: list[di
         claims = [{'sentence': _sentence(rewrite), 'source': 'rewrite', 'rewrites': fact_claims}]
     else:
         claims = list(fact_claims)
+    note = disagreement(answer, probes, fact_claims)
+    if note:
+        claims.append(note)
     if certainty:
         claims.append({'sentence': certainty['sentence'], 'source': 'confidence',
                        'evidence': {k: v for k, v in certainty.items() if k != 'sentence'}})

@@ -113,14 +113,14 @@ def evidence_sentences(boxes: list[dict], target: str, visual: dict) -> list[dic
 
 
 def describe(probes: list[dict], grounding_row: dict, visual: dict, certainty: dict | None = None,
-             rewrite: str | None = None) -> dict:
+             rewrite: str | None = None, answer: str | None = None) -> dict:
     """The row's Subtask 2 content from the stage outputs: visuals (box from the grounding output, then the heatmap)
     and the clinician-oriented text (explain.narrative) with its claims and the rewrite's verdict."""
     boxes = grounding_row.get('boxes') or []
     entries = [v for v in [box_visual(boxes, grounding_row['target'], visual)] if v]
     entries.append({'type': 'heatmap', 'data': visual['heatmap'], 'description': heatmap_description(visual)})
     composed = narrative.compose(probes, certainty, evidence_sentences(boxes, grounding_row['target'], visual),
-                                 rewrite)
+                                 rewrite, answer)
     return {'textual_explanation': composed['text'], 'visual_explanation': entries, 'claims': composed['claims'],
             'rewrite': composed['rewrite']}
 

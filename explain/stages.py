@@ -534,7 +534,7 @@ def assemble(work: str | os.PathLike, calibration: dict | None) -> tuple[list[di
         score = round(float(np.clip(calibrator(float(c['raw_confidence'])), 0.0, 1.0)), 6)
         certainty = {'sentence': narrative.certainty_sentence(score, calibrated_on), 'score': score,
                      'raw': c['raw_confidence'], 'calibrated_on': calibrated_on}
-        entry = pipeline.describe(p['probes'], g, v, certainty, w['output'] if w else None)
+        entry = pipeline.describe(p['probes'], g, v, certainty, w['output'] if w else None, r['answer'])
         lines.append({'val_id': r['val_id'], 'img_id': r['img_id'], 'question': r['question'], 'answer': r['answer'],
                       'textual_explanation': entry['textual_explanation'],
                       'visual_explanation': entry['visual_explanation'], 'confidence_score': score})

@@ -186,7 +186,8 @@ def readme(name: str, args, report: dict) -> str:
         'questions chosen from the question\'s topic (finding, location, size, morphology, colour, instruments, '
         'text / box artefacts, landmark, procedure); each answer gives one short sentence made of fixed words and the '
         'clinical terms found in it (the dataset\'s position words such as upper-left or center, sizes, colours, '
-        'Paris classes; an answer with no known term is quoted), then how certain the model is (the calibrated '
+        'Paris classes; an answer with no known term is quoted; a note when the answer denies what the finding probe '
+        'names), then how certain the model is (the calibrated '
         'confidence) and what the two visual explanations show. Every sentence\'s source (probe answer, confidence '
         'or visual) is in `report/explanations_audit.jsonl`.' + rewrite_method(report.get('rewrite')),
         '- **visual_explanation**: (a) `bounding_box`: the model is prompted for `{"bbox_2d": [x1, y1, x2, y2], '

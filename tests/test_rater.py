@@ -181,6 +181,12 @@ def test_clinical_text_is_built_from_the_probe_answers():
     assert [c['source'] for c in out['claims']] == ['probe:0', 'probe:1', 'probe:2', 'probe:3', 'probe:5', 'probe:6',
                                                     'confidence', 'visual:heatmap']
     assert narrative.certainty_sentence(0.3, None) == 'Certainty: low (confidence 0.30, not calibrated).'
+    # an answer that denies what the finding probe names: the text says the model disagrees with itself
+    noted = narrative.compose(PROBES, answer='No, there is no polyp.')
+    assert noted['claims'][6] == {'sentence': 'Note: the answer is a denial, yet asked separately the model names '
+                                              'polyp.', 'source': 'answer+probe:0',
+                                  'evidence': ['No, there is no polyp.', 'polyp']}
+    assert narrative.compose(PROBES, answer='Yes, one polyp.')['text'] == narrative.compose(PROBES)['text']
     # a denial that names things is quoted, never reworded into its opposite
     quoted = narrative.probe_sentence({'key': 'finding', 'answer': 'No polyps identified'})
     assert quoted['sentence'] == 'Finding (the model\'s words): "No polyps identified".'

@@ -212,7 +212,7 @@ def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_datase
     for a, l in zip(audit, lines):   # every sentence of the text is a claim with its source
         assert ' '.join(c['sentence'] for c in a['claims']) == l['textual_explanation']
         assert all(c['source'] in ('rewrite', 'confidence', 'visual:heatmap', 'visual:bounding_box', 'probes') or
-                   c['source'].startswith('probe:') for c in a['claims'])
+                   c['source'].startswith(('probe:', 'answer+probe:')) for c in a['claims'])
     assert report['rewrite']['asked'] == sum(a['rewrite'] is not None for a in audit)   # rows with fact sentences
     assert report['rewrite']['accepted'] + report['rewrite']['rejected'] == report['rewrite']['asked']
     assert report['heatmap']['scale_nats'] >= 2 * report['heatmap']['min_nats'] and \
