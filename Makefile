@@ -36,7 +36,7 @@ RUN     ?= runs/$(basename $(notdir $(RECIPE)))
 MODEL   ?=#                             sft: override the recipe's base model; infer/submit: the model to run (default $(RUN)/merged)
 RESUME  ?=#                             RESUME=1 continues `make sft` from the latest checkpoint in $(RUN)
 SFT_ARGS ?=#                            extra ms-swift flags appended last (they win)
-HUB_MODEL_ID ?=#                        `make export` pushes the merged model here when a hub token is present
+HUB_MODEL_ID ?=#                        `make export` pushes the merged model here when a hub token is present (hub checked first)
 # ---- inference and scoring ----------------------------------------------------------------------------------------
 SPLIT   ?= task1_public-original#       <split>-<setting>: split in train val test task1_public task2_val; setting original augmented
 INFER_MODEL = $(if $(MODEL),$(MODEL),$(RUN)/merged)
@@ -147,14 +147,14 @@ baseline: $(STACK) ## language-prior baselines (no image) on SPLIT, scored like 
 	$(PY) -m eval.baseline --train $(DATA)/swift/train-original.meta.jsonl --eval $(DATA)/swift/$(SPLIT).meta.jsonl \
 	  --out preds/baseline
 
-submit-task1: $(STACK) ## build, check and (with a token) upload the Subtask 1 repo for MODEL to HUB_REPO
+submit-task1: $(STACK) ## build, check and upload the Subtask 1 repo for MODEL to HUB_REPO (DRY_RUN=1: no upload)
 	$(PY) -m submission.task1 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \
 	  --team $(TEAM) --build-root $(SUBMISSION_BUILD)/task1 $(if $(SUBMIT_DATASET),--dataset $(SUBMIT_DATASET)) \
 	  $(if $(IMAGES),--images $(IMAGES)) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(DRY_RUN),--dry-run) $(if $(SUBMIT),--submit)
 
 # A TASK1_PRED or CALIBRATION given on the command line must exist (submission.task2 says so); the defaults are made
 # with `make infer` (same engine and settings as Task 1, with log-probs) when missing.
-submit-task2: $(STACK) ## build, validate and (with a token) upload the Subtask 2 repo (explanations, visuals, confidence)
+submit-task2: $(STACK) ## build, validate and upload the Subtask 2 repo (explanations, visuals, confidence; DRY_RUN=1: no upload)
 	$(call infer-if-missing,TASK1_PRED,task2_val-original)
 	$(call infer-if-missing,CALIBRATION,val-original)
 	$(PY) -m submission.task2 --model $(INFER_MODEL) $(if $(HUB_REPO),--hub-repo $(HUB_REPO)) --name $(NAME) \

@@ -1,11 +1,14 @@
 """One-line errors for bad input.
 
 Every stage raises `InputError` for problems the user can fix (a wrong path, a bad row, a missing tool).
-`cli_main` turns it into one line on stderr and exit code 2, so scripts and `make` stop at once.
+`cli_main` turns it into one line on stderr and exit code 2, so scripts and `make` stop at once; a full disk is
+reported the same way (what was written before stays whole: every output goes through common.io's temp + rename).
 """
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from typing import Callable
 
@@ -30,6 +33,13 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
             return fn(*args, **kwargs) or 0
         except InputError as e:
             print(f'error: {e}', file=sys.stderr)
+            raise SystemExit(2)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            where = f'{e.filename}: ' if e.filename else ''
+            print(f'error: {where}{os.strerror(e.errno)}: free some space and rerun (finished outputs are kept)',
+                  file=sys.stderr)
             raise SystemExit(2)
 
     return wrapper

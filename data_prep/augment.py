@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,17 @@ def stable_hash(*parts: object) -> int:
 
 def variant_name(img_id: str, k: int) -> str:
     return f'{img_id}_aug{k}.jpg'
+
+
+def variant_files(out_dir: str | os.PathLike) -> dict[str, list[Path]]:
+    """{img_id: its variant files} in out_dir (one listing for all images)."""
+    found: dict[str, list[Path]] = {}
+    if os.path.isdir(out_dir):
+        for entry in os.scandir(out_dir):
+            m = re.match(r'^(.+)_aug\d+\.jpg$', entry.name)
+            if m:
+                found.setdefault(m[1], []).append(Path(entry.path))
+    return found
 
 
 @dataclass(frozen=True)

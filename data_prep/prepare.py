@@ -6,13 +6,17 @@
 
 Strict (default): the first bad row or image stops the run with one line `file:row: field: message` (exit 2),
 before anything is written. --lenient skips bad rows (and every row of a bad image) and counts them in the report.
-Reruns skip images already written and rewrite the same bytes everywhere else.
+Reruns skip images already written from the same source bytes (OUT/images/original/.sources.json records each
+source's sha256; a changed source gets a new original and new variants) and rewrite the same bytes everywhere else.
+One run at a time per OUT (a lock file OUT/.prepare.lock): a second run into the same folder stops at once.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
+import json
 import os
 import platform
 import shutil
@@ -26,10 +30,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.errors import InputError, cli_main
-from common.io import atomic_path, write_json
+from common.io import atomic_path, exclusive_lock, write_json
 from data_prep import augment, schema, sources, splits, subsets, to_swift
 
 SPLITS = ('train', 'test')
+SOURCES_STAMP = '.sources.json'   # in OUT/images/original: {img_id: sha256 of the source image bytes}
+LOCK = '.prepare.lock'
 # The default recipe's MAX_PIXELS (recipes/qwen2_5_vl/7B_lora.args, --env MAX_PIXELS): the token statistics show what
 # `make sft` will train on (tests/test_recipes.py checks that the two agree). MAX_PIXELS=... or --max-pixels override.
 DEFAULT_MAX_PIXELS = 640000
@@ -81,8 +87,16 @@ def _check_image(job: tuple[str, Path | bytes]) -> tuple[str, tuple[int, int] | 
         return img_id, None, f'unreadable image ({type(e).__name__}: {e})'
 
 
-def _write_original(src: Path | bytes, dst: Path) -> None:
-    """JPEG sources are copied byte for byte (what the organizers' scripts see); others become JPEG."""
+def _source_sha256(src: Path | bytes) -> str:
+    if isinstance(src, bytes):
+        return hashlib.sha256(src).hexdigest()
+    return _sha256(src)
+
+
+def _write_original(src: Path | bytes, dst: Path, variants: list[Path]) -> bool:
+    """JPEG sources are copied byte for byte (what the organizers' scripts see); others become JPEG. When an
+    earlier original of other content is replaced, its `variants` (made from it) are removed first, so that they are
+    made again; returns whether the original changed."""
     data = src if isinstance(src, bytes) else None
     head = data[:3] if data is not None else open(src, 'rb').read(3)
     with atomic_path(dst) as tmp:
@@ -93,6 +107,11 @@ def _write_original(src: Path | bytes, dst: Path) -> None:
             tmp.write_bytes(data)
         else:
             shutil.copyfile(src, tmp)
+        changed = not dst.exists() or _sha256(dst) != _sha256(tmp)
+        if changed:
+            for path in variants:
+                path.unlink(missing_ok=True)
+    return changed
 
 
 def _pool_map(fn, jobs, workers, desc):
@@ -122,14 +141,20 @@ def _load_rows(args, ds, skipped: Counter) -> tuple[dict[str, list[dict]], dict,
         import datasets
         if isinstance(part.features.get('image'), datasets.Image):  # embedded images: keep the bytes, don't decode
             part = part.cast_column('image', datasets.Image(decode=False))
+        part, undecodable = _decodable(part, label, split, args.lenient, skipped)
+        ds[split] = part
         good = []
         for number, row in enumerate(part.to_list(), 1):
+            if number - 1 in undecodable:
+                continue
             try:
                 schema.validate_row(row, label, number)
                 src = image_src.get(row['img_id']) or sources.resolve_image(row, dataset=args.dataset,
                                                                              images=args.images)
                 if not src:
-                    raise InputError(f'no image for img_id {row["img_id"]}', file=label, row=number, field='image')
+                    why = sources.escapes(row.get('image'), args.dataset, args.images)
+                    raise InputError(why or f'no image for img_id {row["img_id"]}', file=label, row=number,
+                                     field='image')
                 if isinstance(src, str):  # a hub URL: this stage works offline on local files
                     raise InputError(f'image {src} is not local; fetch the images (python -m data_prep.sources '
                                      f'--dataset D --download-images DIR) and pass --images DIR', file=label,
@@ -147,6 +172,27 @@ def _load_rows(args, ds, skipped: Counter) -> tuple[dict[str, list[dict]], dict,
             good.append(row)
         rows_by_split[split] = _handle_duplicates(good, label, args.duplicates, skipped, split)
     return rows_by_split, image_src, first_seen
+
+
+def _decodable(part, label: str, split: str, lenient: bool, skipped: Counter):
+    """(split, 0-based rows to leave out): text that is not valid UTF-8 makes a bad row (strict: the first one is the
+    error). Lenient: those rows are left out and their bytes replaced, so the organizer subsets drawn from the whole
+    test split can still be read."""
+    import datasets
+    from datasets.table import InMemoryTable
+    if part._indices is not None:
+        part = part.flatten_indices()
+    table = part.data.table
+    bad = schema.invalid_utf8_rows(table)
+    if not bad:
+        return part, set()
+    first = next(iter(bad))
+    if not lenient:
+        raise InputError('text is not valid UTF-8', file=label, row=first + 1, field=bad[first])
+    for column in bad.values():
+        skipped[f'{split}: bad {column}'] += 1
+    fixed = datasets.Dataset(InMemoryTable(schema.replace_invalid_utf8(table, set(bad.values()))), info=part.info)
+    return fixed, set(bad)
 
 
 def _handle_duplicates(rows, label, policy, skipped, split):
@@ -187,7 +233,29 @@ def _versions() -> dict:
     return out
 
 
+def _recorded_sources(orig_dir: Path) -> dict[str, str]:
+    try:
+        recorded = json.loads((orig_dir / SOURCES_STAMP).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
 def prepare(args: argparse.Namespace) -> dict:
+    """The whole stage, holding OUT's lock: a second run into the same folder is refused at once."""
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        with exclusive_lock(out / LOCK, 'data_prep.prepare run', out):
+            return _prepare(args)
+    except BaseException:
+        if created:   # bad input found before anything was written: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _prepare(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     skipped: Counter = Counter()
     ds = sources.load_source(args.dataset, images=args.images)
@@ -200,12 +268,15 @@ def prepare(args: argparse.Namespace) -> dict:
 
     # Check every image (and that old variants match this seed) before writing anything: no partial output.
     augment.check_stamp(out / 'images' / 'augmented', args.seed, args.augment_impl)
-    orig_dir = out / 'images' / 'original'
+    orig_dir, aug_dir = out / 'images' / 'original', out / 'images' / 'augmented'
     sizes: dict[str, tuple[int, int]] = {}
     to_check = []
+    recorded = _recorded_sources(orig_dir)
+    source_sha256 = {img_id: _source_sha256(src) for img_id, src in
+                     tqdm(sorted(image_src.items()), desc='hash sources', unit='img')}
     for img_id in sorted(image_src):
         done = orig_dir / f'{img_id}.jpg'
-        if done.exists():  # written (and checked) by an earlier run
+        if done.exists() and recorded.get(img_id) == source_sha256[img_id]:  # written from these bytes before
             with Image.open(done) as im:
                 sizes[img_id] = im.size
         else:
@@ -227,10 +298,13 @@ def prepare(args: argparse.Namespace) -> dict:
                 skipped[f'{split}: rows of unreadable images'] += len(rows) - len(kept)
             rows_by_split[split] = kept
 
+    variants = augment.variant_files(aug_dir) if any((orig_dir / f'{i}.jpg').exists() for i, _ in to_check) else {}
     for img_id, src in tqdm([j for j in to_check if j[0] not in bad_images], desc='write originals', unit='img'):
-        _write_original(src, orig_dir / f'{img_id}.jpg')
+        _write_original(src, orig_dir / f'{img_id}.jpg', variants.get(img_id, []))
     used = sorted(sizes.keys() - bad_images)
-    augment.augment_images([(i, orig_dir / f'{i}.jpg') for i in used], out / 'images' / 'augmented',
+    if {i: source_sha256[i] for i in used} != recorded:   # rewritten only when it changes: reruns touch no image file
+        write_json(orig_dir / SOURCES_STAMP, {i: source_sha256[i] for i in used})
+    augment.augment_images([(i, orig_dir / f'{i}.jpg') for i in used], aug_dir,
                            args.aug_k, seed=args.seed, workers=args.workers, impl=args.augment_impl)
 
     with warnings.catch_warnings():

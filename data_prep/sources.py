@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InputError, cli_main
-from data_prep.schema import REQUIRED_COLUMNS
+from data_prep.schema import ARROW_SCHEMA, REQUIRED_COLUMNS, TYPED_COLUMNS, check_column_types
 
 HUB_DATASET = 'SimulaMet/Kvasir-VQA-x1'
 HUB_IMAGES = 'SimulaMet-HOST/Kvasir-VQA'  # the x1 rows reference these images by img_id (split "raw")
@@ -51,13 +51,41 @@ def _check_columns(ds, where: str, required: tuple[str, ...] = REQUIRED_COLUMNS)
             raise InputError(f'missing required column (has: {", ".join(ds.column_names)})', file=where, field=col)
 
 
+def _features(path: Path):
+    """The file's own features (datasets' metadata when it has some), with the official types for the typed columns:
+    every file is then cast to these, never to whichever file `datasets` happens to read first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+    features = Features.from_arrow_schema(pq.read_schema(path))
+    for name in TYPED_COLUMNS:
+        if name in features:
+            features[name] = Features.from_arrow_schema(pa.schema([ARROW_SCHEMA.field(name)]))[name]
+    return features
+
+
 def _from_parquet(files: dict[str, list[Path]], required: tuple[str, ...] = REQUIRED_COLUMNS):
+    import pyarrow.parquet as pq
     from datasets import load_dataset
+    first, names = None, None
     for paths in files.values():
         for p in paths:
             _check_parquet(p, required)
+            check_column_types(p, required)
+            columns = pq.read_schema(p).names
+            if first is None:
+                first, names = p, columns
+            elif sorted(columns) != sorted(names):
+                raise InputError(f'columns differ from those of {first} ({", ".join(columns)} vs {", ".join(names)})',
+                                 file=str(p))
     # The packaged parquet builder keeps the files' row order (what the hub loader does for the official copy).
-    return load_dataset('parquet', data_files={s: [str(p) for p in ps] for s, ps in files.items()})
+    try:
+        return load_dataset('parquet', data_files={s: [str(p) for p in ps] for s, ps in files.items()},
+                            features=_features(first))
+    except Exception as e:  # a cast the per-file checks did not foresee: still the files' fault, in one line
+        cause = e.__cause__ or e
+        raise InputError(f'cannot read these parquet files as one dataset ({type(cause).__name__}: '
+                         f'{str(cause).splitlines()[0] if str(cause) else ""})', file=str(first)) from None
 
 
 def _is_saved_to_disk(folder: Path) -> bool:
@@ -154,6 +182,8 @@ def resolve_image(value: Any, dataset: str | os.PathLike | None = None, images: 
         return None
     if value.startswith(('http://', 'https://')):
         return value
+    if escapes(value, dataset, images):   # never read a file the rows point to outside the copy (see escapes)
+        return None
     p = Path(value).expanduser()
     if p.is_absolute():
         return p if p.is_file() else None
@@ -163,6 +193,29 @@ def resolve_image(value: Any, dataset: str | os.PathLike | None = None, images: 
             if (base / p).is_file():
                 return base / p
     return None
+
+
+def escapes(value: Any, dataset: str | os.PathLike | None, images: str | os.PathLike | None = None) -> str | None:
+    """Why an image path from a row is refused, or None. A path from the data must stay inside the copy's folder (or
+    the images folder): rows must not choose which local file is read and copied into the output. The check is
+    lexical ('..' and absolute paths), so the user's own symlinks inside the copy keep working."""
+    if not isinstance(value, str) or not value or value.startswith(('http://', 'https://')) or dataset is None:
+        return None
+    root = dataset_folder(dataset)
+    p = Path(value).expanduser()
+    folders = [root, *([Path(images)] if images is not None else [])]
+    candidates = [p] if p.is_absolute() else [root / p, (Path(dataset) if Path(dataset).is_dir()
+                                                         else Path(dataset).parent) / p]
+    if all(any(_inside(c, f) for f in folders) for c in candidates):
+        return None
+    return (f'image path {value!r} leads outside the dataset folder {root}; keep the images inside it or pass '
+            '--images DIR holding <img_id>.jpg')
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """`path` names something inside `folder` once '..' and '.' are resolved (without following symlinks)."""
+    path, folder = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder))
+    return os.path.commonpath([path, folder]) == folder
 
 
 def _load_raw_images(source: str):

@@ -22,6 +22,8 @@ from common.io import atomic_open, atomic_path  # noqa: E402
 
 from common.qwen_vision import image_tokens, smart_resize  # noqa: E402,F401  (re-exported for callers)
 
+MAX_BINS = 200
+
 
 def _summary(values: Sequence[float]) -> str:
     if not values:
@@ -92,9 +94,11 @@ def write_report(out_dir: str | os.PathLike, splits: dict[str, Sequence[dict]],
 
     def draw_lengths(ax):
         top = max((max(v) for v in lengths.values() if v), default=1)
+        # one bin per word up to 200 words (the real answers); an outlier of 500k words must not make 500k bins
+        bins = range(0, top + 2) if top < MAX_BINS else [top * i / MAX_BINS for i in range(MAX_BINS + 1)]
         for s in names:
             if lengths[s]:
-                ax.hist(lengths[s], bins=range(0, top + 2), histtype='step', density=True, label=s)
+                ax.hist(lengths[s], bins=bins, histtype='step', density=True, label=s)
         ax.set_xlabel('answer length (words)'), ax.set_ylabel('fraction of rows'), ax.legend()
 
     def draw_tokens(ax):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 from collections import Counter, defaultdict
 from itertools import chain
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 import eval  # noqa: F401  (points NLTK at <repo>/.nltk_data)
+from common.errors import InputError
 from eval.fast_tokenize import rouge_tokens
 
 REPORTED = ('bleu', 'rouge1', 'rouge2', 'rougeL', 'meteor')
@@ -101,7 +103,11 @@ class Scorer:
             from nltk.stem.porter import PorterStemmer
 
             from eval.fast_tokenize import Bleu13a, WordTokenizer
-            self._tools = dict(word_tokenize=WordTokenizer(), lemma_names=None, stemmer=PorterStemmer(),
+            try:
+                word_tokenize = WordTokenizer()
+            except LookupError as e:
+                raise missing_nltk_data(e) from None
+            self._tools = dict(word_tokenize=word_tokenize, lemma_names=None, stemmer=PorterStemmer(),
                                bleu_tokenizer=Bleu13a())
         return self._tools
 
@@ -191,7 +197,10 @@ class Scorer:
         if got is None:
             tools = self._lib()
             if tools['lemma_names'] is None:
-                tools['lemma_names'] = wordnet_lemma_names()
+                try:
+                    tools['lemma_names'] = wordnet_lemma_names()
+                except LookupError as e:
+                    raise missing_nltk_data(e) from None
             names = tools['lemma_names'](word)
             got = self._synonyms[word] = frozenset({n for n in names if '_' not in n} | {word})
         return got
@@ -252,6 +261,16 @@ class Scorer:
                 'rouge_mean': rouge['mean'],
                 'bleu_details': {k: v for k, v in bleu.items() if k != 'bleu'},
                 'n': len(predictions), 'rouge_seed': rouge_seed}
+
+
+def missing_nltk_data(error: LookupError) -> InputError:
+    """NLTK's multi-line LookupError banner as one line that says how to get the data."""
+    text = re.sub(r'\x1b\[[0-9;]*m', '', str(error))
+    found = re.search(r'Resource (\S+) not found', text)
+    what = found[1].strip('\'"') if found else 'punkt_tab / wordnet'
+    return InputError(f'the NLTK data METEOR needs ({what}) is not installed: run `make setup` (it puts WordNet and '
+                      f'punkt_tab in {eval.REPO_NLTK_DATA}) or set NLTK_DATA to a folder holding them',
+                      field='meteor')
 
 
 def wordnet_lemma_names():

@@ -20,7 +20,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from common.errors import cli_main  # noqa: E402
-from common.io import atomic_open, atomic_path, write_json  # noqa: E402
+from common.io import atomic_dir, atomic_open, atomic_path, exclusive_lock, write_json  # noqa: E402
 from eval import metrics  # noqa: E402
 from eval.score import load_predictions, run_labels  # noqa: E402
 
@@ -156,9 +156,15 @@ def class_examples(rows: list[dict], scorer: metrics.Scorer, n: int = EXAMPLES) 
 def write_report(runs: dict[str, list[dict]], out_dir: str | Path, seed: int | None = 42) -> dict:
     """Score every run (the first is the main one) and write out_dir/{report.md, report.json, *.png}.
 
-    Returns {'seed', 'runs': {path: breakdown}, 'labels': {path: label}}."""
+    The folder is assembled aside and swapped in whole (a crash leaves the previous report, never a mix), one report
+    per folder at a time. Returns {'seed', 'runs': {path: breakdown}, 'labels': {path: label}}."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out_dir.with_name(f'.{out_dir.name}.lock'), 'eval report', out_dir), \
+            atomic_dir(out_dir) as tmp:
+        return _write_report(runs, tmp, seed)
+
+
+def _write_report(runs: dict[str, list[dict]], out_dir: Path, seed: int | None) -> dict:
     scorer = metrics.Scorer()  # shared caches: the runs share their references
     paths = list(runs)
     labels = dict(zip(paths, run_labels(paths)))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from common.errors import InputError, cli_main
 from common.hub import use_hub_defaults
-from common.io import read_jsonl, write_json
+from common.io import exclusive_lock, read_jsonl, write_json
 from common.procs import die_with_parent, die_with_spawning_parent, mark_parent
 from common.qwen_vision import use_image_budget
 from common.run_env import image_budget, read_run_env
@@ -49,6 +49,39 @@ def sidecar_path(data: str | os.PathLike) -> Path:
     return data.with_name(stem + '.meta.jsonl')
 
 
+_DECODED: set[tuple[str, int, int]] = set()   # (path, size, mtime) of images this process has decoded
+
+
+def image_problem(path: str) -> str | None:
+    """Why PIL cannot decode this image (None: it can). verify() checks the structure, load() every pixel."""
+    from PIL import Image
+    try:
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key in _DECODED:
+            return None
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+    except Exception as e:  # any decoder failure: the image is unusable
+        return f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+    _DECODED.add(key)
+    return None
+
+
+def check_images_decode(first_row: dict[str, int], data: str) -> None:
+    """Decode every distinct image once (threads: PIL releases the GIL) before any model loads; the first failure, in
+    line order, is an InputError naming the line."""
+    from concurrent.futures import ThreadPoolExecutor
+    paths = sorted(first_row, key=first_row.get)
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        for path, problem in zip(paths, pool.map(image_problem, paths)):
+            if problem:
+                raise InputError(f'unreadable image ({problem}): {path}', file=data, row=first_row[path],
+                                 field='images')
+
+
 def load_inputs(data: str, limit: int | None = None) -> tuple[list[dict], list[dict], list[str]]:
     """(prompts, sidecar rows, references) for every input line, checked: InputError names file, line and field."""
     meta_file = sidecar_path(data)
@@ -61,7 +94,7 @@ def load_inputs(data: str, limit: int | None = None) -> tuple[list[dict], list[d
                          file=str(meta_file))
     if not lines:
         raise InputError('no input lines', file=data)
-    prompts, references = [], []
+    prompts, references, first_row = [], [], {}
     for i, (line, meta) in enumerate(zip(lines, metas), 1):
         if not isinstance(line.get('messages'), list) or not line['messages']:
             raise InputError('must be a non-empty list', file=data, row=i, field='messages')
@@ -73,6 +106,7 @@ def load_inputs(data: str, limit: int | None = None) -> tuple[list[dict], list[d
         for image in prompt['images']:
             if not isinstance(image, str) or not os.path.isfile(image):
                 raise InputError(f'image not found: {image}', file=data, row=i, field='images')
+            first_row.setdefault(image, i)
         if meta.get('image') is not None and prompt['images'] and meta['image'] != prompt['images'][0]:
             raise InputError(f'{meta["image"]} is not the data line\'s image {prompt["images"][0]} (lines out of '
                              'step?)', file=str(meta_file), row=i, field='image')
@@ -81,6 +115,7 @@ def load_inputs(data: str, limit: int | None = None) -> tuple[list[dict], list[d
                              file=str(meta_file), row=i, field='reference')
         prompts.append(prompt)
         references.append(reference if reference is not None else (meta.get('reference') or ''))
+    check_images_decode(first_row, data)
     if limit is not None:
         prompts, metas, references = prompts[:limit], metas[:limit], references[:limit]
     return prompts, metas, references
@@ -99,13 +134,69 @@ def training_budget(model: str, adapters: list[str], explicit: int | None) -> in
     return image_budget(None)
 
 
+WEIGHT_FILES = ('*.safetensors', 'pytorch_model*.bin', 'adapter_model.bin', '*.index.json')
+
+
 def check_model_path(path: str, flag: str) -> None:
-    """A local folder must exist; `org/name` (one slash, not a path on disk) is left to ms-swift as a hub id."""
+    """Before any model loads: a local folder must hold a config and weights (an adapter: adapter_config.json and its
+    weights); `org/name` (one slash, not a path on disk) must be a model ms-swift can fetch (check_hub_model)."""
     if os.path.exists(path):
+        folder = Path(path)
+        config = 'adapter_config.json' if flag == '--adapters' else 'config.json'
+        if not folder.is_dir():
+            raise InputError(f'not a folder (a model folder holds {config} and weight files)', file=path, field=flag)
+        if not (folder / config).is_file():
+            raise InputError(f'no {config} in this folder: not a model folder', file=path, field=flag)
+        if not any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES):
+            raise InputError('no weight files (*.safetensors or *.bin) in this folder: was the export or download '
+                             'complete?', file=path, field=flag)
         return
     looks_like_hub_id = path.count('/') == 1 and not path.startswith(('/', '.', '~'))
     if not looks_like_hub_id:
         raise InputError('model folder not found', file=path, field=flag)
+    check_hub_model(path, flag)
+
+
+def _switched_on(name: str) -> bool:
+    return os.environ.get(name, '0').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def check_hub_model(model_id: str, flag: str) -> None:
+    """A hub id is fetched by ms-swift from ModelScope (from the Hugging Face hub with USE_HF=1): it must be in that
+    hub's local cache, or (hubs not switched off) exist there. A typo or an unreachable hub is one line, not a
+    traceback after minutes of loading."""
+    use_hf = _switched_on('USE_HF')
+    hub = 'the Hugging Face hub' if use_hf else 'ModelScope (ms-swift\'s default; USE_HF=1 for the Hugging Face hub)'
+    try:
+        if use_hf:
+            from huggingface_hub import snapshot_download
+        else:
+            from modelscope import snapshot_download
+        snapshot_download(model_id, local_files_only=True)
+        return
+    except Exception:  # not in the local cache
+        pass
+    offline = [name for name in ('HF_HUB_OFFLINE', 'MODELSCOPE_OFFLINE') if _switched_on(name)]
+    if offline:
+        raise InputError(f'no such folder, and not in the local cache of {hub}, which {offline[0]}=1 switches off',
+                         file=model_id, field=flag)
+    try:
+        if use_hf:
+            from huggingface_hub import HfApi
+            from huggingface_hub.errors import RepositoryNotFoundError
+            try:
+                HfApi().model_info(model_id, timeout=30)
+                exists = True
+            except RepositoryNotFoundError:
+                exists = False
+        else:
+            from modelscope.hub.api import HubApi
+            exists = HubApi().repo_exists(model_id, re_raise=True)
+    except Exception as e:  # network down, proxy, DNS
+        raise InputError(f'no such folder, and {hub} cannot be reached to fetch it ({type(e).__name__})',
+                         file=model_id, field=flag) from None
+    if not exists:
+        raise InputError(f'no such folder, and no such model on {hub}', file=model_id, field=flag)
 
 
 def run_id(args) -> str:
@@ -375,9 +466,6 @@ def main(argv: list[str] | None = None) -> int:
                      shards.worker_partial(args.out, args.worker_rank), args.worker_rank)
         return 0
 
-    check_model_path(args.model, '--model')
-    for adapter in args.adapters:
-        check_model_path(adapter, '--adapters')
     _, metas, _ = load_inputs(args.data, args.limit)
     seen, gpus = visible_gpus(args.gpus)
     if args.gpus == 0:
@@ -385,22 +473,27 @@ def main(argv: list[str] | None = None) -> int:
     backend_name = choose_backend(args.backend, len(gpus))
     if args.tensor_parallel > 1 and backend_name != 'vllm':
         raise InputError('needs the vLLM backend', field='--tensor-parallel')
+    check_model_path(args.model, '--model')   # before any model loads: weights there, hub id fetchable
+    for adapter in args.adapters:
+        check_model_path(adapter, '--adapters')
     groups = plan_groups(gpus, args.tensor_parallel, args.workers)
 
-    finished = shards.load_finished(args.out, metas, run_id(args))
-    shards.compact(args.out, finished)
-    todo = [i for i in range(len(metas)) if i not in finished]
-    print(f'{len(metas)} rows: {len(finished)} already answered, {len(todo)} to do, backend {backend_name}, '
-          f'{len(groups)} worker(s)', file=sys.stderr)
-    shard_lines = shards.split_contiguous(todo, len(groups))
-    if len(shard_lines) == 1 and groups[0] == seen:   # one process on everything visible: no need to spawn
-        answer_lines(args, backend_name, shard_lines[0], shards.worker_partial(args.out, None))
-    elif shard_lines:
-        spawn_workers(argv, backend_name, groups, shard_lines, args.out)
+    out = Path(args.out)
+    with exclusive_lock(out.with_name(f'.{out.name}.lock'), 'inference.predict run', out):  # one run per --out
+        finished = shards.load_finished(args.out, metas, run_id(args))
+        shards.compact(args.out, finished)
+        todo = [i for i in range(len(metas)) if i not in finished]
+        print(f'{len(metas)} rows: {len(finished)} already answered, {len(todo)} to do, backend {backend_name}, '
+              f'{len(groups)} worker(s)', file=sys.stderr)
+        shard_lines = shards.split_contiguous(todo, len(groups))
+        if len(shard_lines) == 1 and groups[0] == seen:   # one process on everything visible: no need to spawn
+            answer_lines(args, backend_name, shard_lines[0], shards.worker_partial(args.out, None))
+        elif shard_lines:
+            spawn_workers(argv, backend_name, groups, shard_lines, args.out)
 
-    finished = shards.load_finished(args.out, metas, run_id(args))
-    n = shards.merge(args.out, finished, len(metas))
-    record_end_to_end(args.out, backend_name, n, len(todo), len(shard_lines))
+        finished = shards.load_finished(args.out, metas, run_id(args))
+        n = shards.merge(args.out, finished, len(metas))
+        record_end_to_end(args.out, backend_name, n, len(todo), len(shard_lines))
     print(f'wrote {n} predictions to {args.out}', file=sys.stderr)
     return 0
 

@@ -62,13 +62,14 @@ def worker_partial(out: str | os.PathLike, rank: int | None) -> Path:
 
 
 def read_partial(path: Path) -> list[dict]:
-    """Rows of one partial file. A line that does not parse (the last one, cut by a crash) is dropped: it is redone."""
+    """Rows of one partial file. A line that does not parse (the last one, cut by a crash anywhere, even inside a
+    multi-byte character) is dropped: it is redone."""
     rows = []
-    with open(path, encoding='utf-8') as f:
-        for text in f:
+    with open(path, 'rb') as f:
+        for raw in f:
             try:
-                row = json.loads(text)
-            except json.JSONDecodeError:
+                row = json.loads(raw.decode('utf-8'))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             if isinstance(row, dict) and isinstance(row.get(LINE), int):
                 rows.append(row)

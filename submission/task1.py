@@ -1,4 +1,4 @@
-"""Build, check and (with a token) upload the Subtask 1 submission for a fine-tuned model.
+"""Build, check and upload (a token and the hub checked first) the Subtask 1 submission for a fine-tuned model.
 
     python -m submission.task1 --model RUN/merged --hub-repo user/name [--name N] [--team submission/team.json]
         [--dataset LOCAL_COPY] [--dry-run] [--submit]
@@ -11,10 +11,11 @@ the dry run, predictions_1.json. Then:
 1. the organizers' hidden-set regexes must apply (submission.patch_check);
 2. with --dataset, the script runs offline on that local copy against the LOCAL model folders and its
    predictions_1.json is validated (submission.dry_run);
-3. with a token and the hub reachable (and no --dry-run): the repo is created (private) and the model folder (when
-   --model/--adapter is a local folder) plus the submission files are uploaded to --hub-repo, then
-   `medvqa validate`; with --submit, `medvqa validate_and_submit` after a typed confirmation (that makes the repo
-   public + gated and shares it with the organizers).
+3. without --dry-run: the repo is created (private) and the model folder (when --model/--adapter is a local folder)
+   plus the submission files are uploaded to --hub-repo, then `medvqa validate`; with --submit,
+   `medvqa validate_and_submit` after a typed confirmation (that makes the repo public + gated and shares it with the
+   organizers). The token and the hub are checked before any work: an upload that cannot happen is an error (exit 2)
+   at once, never a build that quietly ends with "nothing uploaded".
 """
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ import argparse
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from common.errors import InputError, cli_main
+from common.io import atomic_dir, exclusive_lock
 from common.run_env import image_budget
 from submission import hub
 from submission.dry_run import dry_run
@@ -40,7 +40,6 @@ DEFAULT_MAX_PIXELS = 1003520  # the organizers' ms-swift sample; override with t
 # What the generated script imports, pinned from our requirements-base.txt (torch is the evaluator's own).
 SCRIPT_PACKAGES = ('ms-swift', 'qwen-vl-utils', 'transformers', 'datasets', 'peft', 'accelerate', 'huggingface_hub',
                    'evaluate', 'rouge-score', 'nltk', 'tqdm', 'pillow')
-_HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 _NAME = re.compile(r'^[A-Za-z0-9][\w.-]*$')
 
 
@@ -156,7 +155,7 @@ def swift_types_from_config(model_dir: Path | None) -> tuple[str | None, str | N
 
 
 def _is_hub_id(value: str) -> bool:
-    return bool(_HUB_ID.match(value)) and not Path(value).exists()
+    return hub.is_repo_id(value) and not Path(value).exists()
 
 
 def _local_model(value: str, what: str) -> Path | None:
@@ -193,8 +192,8 @@ def resolve_models(model: str | None, adapter: str | None, hub_repo: str | None)
     if model_dir is not None and not (model_dir / 'config.json').is_file():
         raise InputError(f'no config.json in {model}: not a model folder', field='model')
     repo = hub_repo
-    if repo is not None and not _HUB_ID.match(repo):
-        raise InputError(f'not a hub repo id (user/name): {repo!r}', field='hub-repo')
+    if repo is not None:
+        hub.check_repo_id(repo, 'hub-repo')
     out = {'upload_dirs': [], 'local': {}}
     if adapter is None:
         out['model_id'], out['adapter_id'] = (repo if model_dir else model), None
@@ -230,18 +229,6 @@ def resolve_models(model: str | None, adapter: str | None, hub_repo: str | None)
     return out
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Swap the finished temp folder in; the old build (if any) is removed only after the rename."""
-    old = None
-    if final.exists():
-        old = final.with_name(f'.{final.name}.old')
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build(args) -> Path:
     team = load_team(args.team)
     placeholder_repo = args.hub_repo is None
@@ -270,16 +257,16 @@ def build(args) -> Path:
     print('patch check: the organizers\' 3 hidden-set regexes each match once; the patched script compiles')
 
     root = Path(args.build_root)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{args.name}.tmp-', dir=root))
-    try:
+    final = root / args.name
+    # one build of a name at a time; the folder is assembled aside and swapped in whole (common.io.atomic_dir)
+    with exclusive_lock(root / f'.{args.name}.lock', 'submission.task1 build', final), atomic_dir(final) as tmp:
         (tmp / 'submission_task1.py').write_text(code, encoding='utf-8')
         (tmp / 'requirements.txt').write_text(requirements_txt(), encoding='utf-8')
         scores = {}
         for f in args.scores or []:
             try:
                 scores[Path(f).name] = json.loads(Path(f).read_text(encoding='utf-8'))
-            except (OSError, json.JSONDecodeError) as e:
+            except (OSError, ValueError) as e:
                 raise InputError(f'cannot read scores ({e})', file=f) from None
         missing = [i for i, d in models['local'].items() if d is None]
         if args.dataset is None:
@@ -294,27 +281,14 @@ def build(args) -> Path:
         (tmp / 'README.md').write_text(readme(name=args.name, model_id=models['model_id'],
                                               adapter_id=models['adapter_id'], args_json=args_json, scores=scores,
                                               settings=settings), encoding='utf-8')
-        final = root / args.name
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f'built {final}')
     if placeholder_repo:
         print(f'note: no --hub-repo; the script loads the placeholder {hub_repo}')
     return final
 
 
-def publish(args, folder: Path) -> None:
+def publish(args, folder: Path, token: str) -> None:
     models = resolve_models(args.model, args.adapter, args.hub_repo)
-    token = hub.hub_token()
-    reason = hub.why_not_online(token)
-    if reason and args.submit:
-        raise InputError(f'cannot submit: {reason}; nothing uploaded (the build in {folder} is checked)',
-                         field='submit')
-    if reason:
-        print(f'{reason}: built and checked offline only, nothing uploaded ({folder})')
-        return
     url = hub.upload(args.hub_repo, folder, token, model_dirs=models['upload_dirs'])
     print(f'uploaded to {url}')
     hub.medvqa('validate', args.hub_repo, 1, token)
@@ -352,11 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ('max_new_tokens', 'batch_size'):
         if getattr(args, flag) < 1:
             raise InputError('must be at least 1', field='--' + flag.replace('_', '-'))
+    if args.hub_repo:
+        hub.check_repo_id(args.hub_repo, 'hub-repo')
+    token = None
+    if not args.dry_run:   # an upload was asked for: it must be possible before the build and dry run start
+        token = hub.hub_token()
+        hub.require_online(token, args.hub_repo)
     folder = build(args)
     if args.dry_run:
         print('--dry-run: nothing uploaded')
         return 0
-    publish(args, folder)
+    publish(args, folder, token)
     return 0
 
 

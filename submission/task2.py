@@ -23,26 +23,24 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from common.errors import InputError, cli_main
-from common.io import atomic_open, atomic_path, read_jsonl, write_json, write_jsonl
+from common.io import atomic_dir, atomic_open, atomic_path, exclusive_lock, read_jsonl, write_json, write_jsonl
 from common.run_env import image_budget
 from explain.confidence import CALIBRATION_ROWS, calibration_inputs
 from explain.heatmap import MIN_EFFECT_NATS
 from inference.backends import choose_backend
 from inference.predict import visible_gpus
 from submission.team import DEFAULT_TEAM_FILE, load_team
-from submission.validate_task2 import JSONL, SCRIPT, read_task1_answers, validate_folder
+from submission.validate_task2 import JSONL, REAL_VAL_SIZE, SCRIPT, read_task1_answers, validate_folder  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_ROOT = REPO / 'submission' / 'build' / 'task2'
 DEFAULT_DATASET = 'SimulaMet/Kvasir-VQA-x1'
-REAL_VAL_SIZE = 1500
 
 
 # ---------------------------------------------------------------- data
@@ -311,6 +309,8 @@ def parse_args(argv=None):
         raise InputError('pass --hub-repo user/name (or --dry-run to build and check only)', field='hub-repo')
     if args.submit and (args.dry_run or args.limit is not None):
         raise InputError('--submit needs a full build: not with --dry-run or --limit', field='submit')
+    if args.limit is not None and not args.dry_run:
+        raise InputError('a --limit build is never uploaded: add --dry-run (DRY_RUN=1)', field='limit')
     if not args.min_effect > 0:
         raise InputError(f'must be > 0, got {args.min_effect}', field='--min-effect')
     for name in ('grid', 'answer_tokens', 'probe_tokens', 'grounding_tokens', 'rewrite_tokens', 'occlusion_max_pixels',
@@ -324,14 +324,15 @@ def parse_args(argv=None):
 def build(args) -> tuple[Path, dict]:
     from explain import stages
     from explain.confidence import reliability_diagram
-    from submission import gallery
     from explain.heatmap import cell_map
     from explain.pipeline import evaluate_geometry
-    from submission.task1 import _HUB_ID, _NAME
-    if args.hub_repo and not _HUB_ID.match(args.hub_repo):
-        raise InputError(f'expected user/name, got {args.hub_repo!r}', field='--hub-repo')
+    from submission import gallery
+    from submission.hub import check_repo_id
+    from submission.task1 import _NAME
+    if args.hub_repo:
+        check_repo_id(args.hub_repo, '--hub-repo')
     model = Path(args.model)
-    name = args.name or (model.parent.name if model.name == 'merged' else model.name)
+    name = args.name or _default_name(args.model)
     if not _NAME.match(name):
         raise InputError(f'use letters, digits, ".", "_" or "-": {name!r}', field='--name')
     team = load_team(args.team)
@@ -371,9 +372,7 @@ def build(args) -> tuple[Path, dict]:
     lines, audit, summary = stages.assemble(work, calibration)
 
     final = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=root))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the final folder is an ordinary one
-    try:
+    with atomic_dir(final) as tmp:   # assembled aside, validated, then swapped in whole
         (tmp / 'report').mkdir()
         (tmp / 'visuals').mkdir()
         cal_report: dict = {'method': 'identity'}
@@ -405,41 +404,35 @@ def build(args) -> tuple[Path, dict]:
 
         validate_folder(tmp, [{k: r[k] for k in ('val_id', 'img_id', 'question', 'width', 'height')}
                               for r in rows], answers)
-        if final.exists():
-            old = final.with_name(f'.{name}.old')
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final, report
+
+
+def _default_name(model: str) -> str:
+    model = Path(model)
+    return model.parent.name if model.name == 'merged' else model.name
 
 
 @cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    folder, report = build(args)
+    from submission import hub
+    from submission.validate_task2 import check_upload_size, val_set_size
+    token = None
+    if not args.dry_run:   # an upload was asked for: it must be possible before any work
+        hub.check_repo_id(args.hub_repo, '--hub-repo')
+        token = hub.hub_token()
+        hub.require_online(token, args.hub_repo)
+        check_upload_size(val_set_size(args.dataset, args.images), args.dataset)
+    root, name = Path(args.build_root), args.name or _default_name(args.model)
+    with exclusive_lock(root / f'.{name}.lock', 'submission.task2 build', root / name):
+        folder, report = build(args)
     n = report['rows']
     print(f'built and validated {folder}: {n} rows, {report["boxes"]["kept"]} boxes, '
           f'calibration {report["calibration"]["method"]}')
-    from submission import hub
-    reason = None
     if args.dry_run:
-        reason = '--dry-run'
-    elif args.limit is not None or n != REAL_VAL_SIZE:
-        reason = f'{n} rows, not the full {REAL_VAL_SIZE}-row val set'
-    token = None if reason else hub.hub_token()
-    reason = reason or hub.why_not_online(token)
-    if reason:
-        if args.submit:
-            raise InputError(f'cannot submit: {reason}; nothing uploaded (the build in {folder} is checked)',
-                             field='submit')
-        print(f'dry run: nothing uploaded ({reason}); the build in {folder} is validated')
+        print(f'dry run: nothing uploaded (--dry-run); the build in {folder} is validated')
         return 0
+    check_upload_size(n, str(folder / JSONL))   # the organizers take exactly the full val set; medvqa counts lines
     hub.upload(args.hub_repo, folder, token, exclude=())
     hub.medvqa('validate', args.hub_repo, 2, token)
     print(f'uploaded {folder} to {args.hub_repo}; `medvqa validate --task=2` passed')

@@ -65,6 +65,8 @@ def load_team(path: str | Path = DEFAULT_TEAM_FILE) -> dict:
         raw = json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e:
         raise InputError(f'not valid JSON ({e.msg}, line {e.lineno})', file=where) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f'not UTF-8 text (byte at offset {e.start})', file=where) from None
     if not isinstance(raw, dict):
         raise InputError('expected one JSON object', file=where)
     unknown = sorted(set(raw) - set(TEAM_FIELDS))

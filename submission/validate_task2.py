@@ -1,12 +1,14 @@
 """Strict check of a Subtask 2 submission folder, run before any upload.
 
     python -m submission.validate_task2 FOLDER --dataset D [--images I] [--task1-predictions P] [--limit N]
+        [--for-upload]
 
 Checks: submission_task2.jsonl has exactly val_ids 0..N-1 once each (N = val set size, 1500 for the real set; the
 first N with --limit); img_id and question equal the val set's; answers equal the Task 1 predictions (when given);
-textual_explanation is non-empty; every visual is a PNG inside the folder (no path escapes) of the image's size, or a
-list of boxes inside the image; confidence_score is a finite number in [0, 1]; submission_task2.py holds only
-SUBMISSION_INFO. The first problem is printed as one line and the exit code is 2.
+textual_explanation is non-empty; every visual is a PNG inside the folder (no path escapes) of the image's size whose
+pixels decode, or a list of boxes inside the image; confidence_score is a finite number in [0, 1];
+submission_task2.py holds only SUBMISSION_INFO. --for-upload (what `make submit-task2` applies before an upload):
+exactly the 1500 rows of the real val set. The first problem is printed as one line and the exit code is 2.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from common.errors import InputError, cli_main
 from common.io import read_jsonl
 
 JSONL = 'submission_task2.jsonl'
+REAL_VAL_SIZE = 1500   # the organizers' val set; medvqa's own check counts lines only
 SCRIPT = 'submission_task2.py'
 VISUAL_TYPES = ('heatmap', 'segmentation_mask', 'bounding_box')
 FILE_TYPES = ('heatmap', 'segmentation_mask')
@@ -56,7 +59,9 @@ def check_visual(item, folder: Path, size: tuple[int, int], file: str, row: int,
         try:
             with Image.open(target) as im:
                 fmt, got = im.format, im.size
-                im.verify()
+                im.verify()   # chunk structure and CRCs only
+            with Image.open(target) as im:
+                im.load()     # every pixel: valid chunks can still hold an undecodable stream
         except Exception as e:
             raise InputError(f'not a readable image: {data} ({type(e).__name__})', file=file, row=row,
                              field=field) from None
@@ -83,6 +88,8 @@ def check_script(path: Path) -> None:
         tree = ast.parse(path.read_text(encoding='utf-8'))
     except SyntaxError as e:
         raise InputError(f'not valid Python ({e.msg})', file=str(path), row=e.lineno) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f'not UTF-8 text (byte at offset {e.start})', file=str(path)) from None
     body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
     if len(body) != 1 or not isinstance(body[0], ast.Assign) or \
             [getattr(t, 'id', None) for t in body[0].targets] != ['SUBMISSION_INFO']:
@@ -147,6 +154,23 @@ def validate_folder(folder: str | Path, val_rows: list[dict], answers: dict[int,
     return len(rows)
 
 
+def check_upload_size(n: int, where: str) -> None:
+    """An upload carries exactly the real val set: a smaller (test or --limit) build is never uploaded."""
+    if n != REAL_VAL_SIZE:
+        raise InputError(f'{n} rows, but an upload needs the full {REAL_VAL_SIZE}-row val set (DRY_RUN=1 builds '
+                         'and checks a smaller set offline)', file=where, field='val_id')
+
+
+def val_set_size(dataset: str, images: str | None = None) -> int:
+    """Rows of the organizers' val set in this copy (no image is decoded)."""
+    from data_prep.sources import load_source
+    from data_prep.subsets import task2_subset
+    ds = load_source(dataset, images=images)
+    if 'test' not in ds:
+        raise InputError('no test split (the val set is drawn from it)', file=dataset, field='--dataset')
+    return len(task2_subset(ds['test']))
+
+
 def read_task1_answers(path: str | Path) -> dict[int, dict]:
     """Task 1 predictions for the val set (inference.predict JSONL on task2_val): val_id -> the row."""
     out = {}
@@ -170,6 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument('--images', default=None)
     ap.add_argument('--task1-predictions', default=None)
     ap.add_argument('--limit', type=int, default=None, help='expect only the first N val rows (test builds)')
+    ap.add_argument('--for-upload', action='store_true', help=f'also require the full {REAL_VAL_SIZE}-row val set')
     args = ap.parse_args(argv)
     import datasets
     datasets.disable_progress_bars()  # the verdict is one line
@@ -179,6 +204,8 @@ def main(argv=None) -> int:
         answers = {k: v['prediction'] for k, v in read_task1_answers(args.task1_predictions).items()}
     n = validate_folder(args.folder, [{k: r[k] for k in ('val_id', 'img_id', 'question', 'width', 'height')}
                                       for r in val], answers)
+    if args.for_upload:
+        check_upload_size(n, str(Path(args.folder) / JSONL))
     print(f'ok: {args.folder}: {n} lines, val_ids 0..{n - 1}')
     return 0
 

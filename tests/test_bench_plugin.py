@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import run_module
-from tests.test_sft import RECIPE, cpu_env, write_vqa_data
+from tests.conftest import RECIPE, cpu_env, write_vqa_data
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import run_module
-from tests.test_sft import cpu_env, write_vqa_data
+from tests.conftest import cpu_env, write_vqa_data
 
 RECIPE = """# CPU, 2 cores, ~1 min: full fine-tune of the tiny model (learning check)
 @swift_args/common.args

@@ -18,7 +18,7 @@ from PIL import Image
 from common.qwen_vision import image_tokens
 from tests.conftest import REPO, run_module
 from tests.test_predict import write_inputs
-from tests.test_sft import RECIPE, cpu_env, write_vqa_data
+from tests.conftest import RECIPE, cpu_env, write_vqa_data
 from training.model_folder import relative_path
 
 BUDGET = 12544   # training's MAX_PIXELS here: 16 image tokens, below the tiny processor's own cap (50176)
@@ -135,19 +135,25 @@ def test_serve_and_ask_input_errors(tmp_path):
     model = tmp_path / 'model'
     model.mkdir()
     (model / 'args.json').write_text(json.dumps({'external_plugins': ['training/swift_plugin.py']}))
+    (model / 'config.json').write_text('{}')       # a model folder by inference.predict's checks (config + weights)
+    (model / 'model.safetensors').write_bytes(b'')
     proc = run_module('inference.serve', '--model', model, check=False, cwd=tmp_path,
                       env={**os.environ, 'PYTHONPATH': str(REPO)})
     assert proc.returncode == 2 and 'run `make export` again' in proc.stderr
+    plain = tmp_path / 'plain'   # passes the model-folder checks, so each later check is the one that fires
+    plain.mkdir()
+    (plain / 'config.json').write_text('{}')
+    (plain / 'model.safetensors').write_bytes(b'')
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = run_module('inference.serve', '--model', tmp_path, '--port', port, check=False)
+        proc = run_module('inference.serve', '--model', plain, '--port', port, check=False)
     assert proc.returncode == 2 and f'127.0.0.1:{port} is not free' in proc.stderr
-    proc = run_module('inference.serve', '--model', tmp_path, '--', '--vllm_max_model_lenn', '10', check=False)
+    proc = run_module('inference.serve', '--model', plain, '--', '--vllm_max_model_lenn', '10', check=False)
     assert proc.returncode == 2 and '--vllm_max_model_lenn is not a `swift deploy` argument' in proc.stderr
     (tmp_path / 'bad.jpg').write_text('not an image')
-    proc = run_module('inference.ask', '--model', tmp_path, '--image', tmp_path / 'bad.jpg', '--question', 'q',
+    proc = run_module('inference.ask', '--model', plain, '--image', tmp_path / 'bad.jpg', '--question', 'q',
                       check=False)
     assert proc.returncode == 2 and 'bad.jpg: --image: not a readable image' in proc.stderr
 

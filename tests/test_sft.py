@@ -3,61 +3,18 @@ the LoRA into a model that answers exactly like base model + adapter."""
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
-from tests.conftest import REPO, run_module
-
-RECIPE = 'recipes/tiny/qwen2_5_vl_lora_cpu.args'
-
-
-def write_vqa_data(out: Path, n_train: int = 12, n_val: int = 4) -> Path:
-    """A small prepared-data folder like data_prep writes: images + swift/{train,val}-original.jsonl."""
-    rng = random.Random(0)
-    (out / 'images').mkdir(parents=True, exist_ok=True)
-    (out / 'swift').mkdir(exist_ok=True)
-    rows = []
-    for i in range(n_train + n_val):
-        size = rng.choice([(96, 80), (120, 96), (80, 112)])
-        img = Image.new('RGB', size, (rng.randint(150, 220), rng.randint(40, 90), rng.randint(60, 110)))
-        polyp = i % 2 == 0
-        if polyp:
-            x, y = rng.randint(5, size[0] - 40), rng.randint(5, size[1] - 40)
-            ImageDraw.Draw(img).ellipse((x, y, x + 30, y + 30), fill=(235, 200, 130))
-        path = out / 'images' / f'img{i:03d}.jpg'
-        img.save(path)
-        answer = 'Yes, a polyp is visible.' if polyp else 'No polyp is visible.'
-        rows.append({'messages': [{'role': 'user', 'content': '<image>Is there a polyp in the image?'},
-                                  {'role': 'assistant', 'content': answer}], 'images': [str(path.resolve())]})
-    for split, part in (('train', rows[:n_train]), ('val', rows[n_train:])):
-        (out / 'swift' / f'{split}-original.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in part))
-    return out
-
-
-def cpu_env() -> dict:
-    env = {**os.environ, 'CUDA_VISIBLE_DEVICES': ''}
-    for k in ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'MAX_PIXELS'):
-        env.pop(k, None)
-    return env
+from tests.conftest import RECIPE, cpu_env, run_module
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_model_dir, tmp_path_factory):
-    """(data dir, run dir) after 4 LoRA steps of the tiny recipe."""
-    root = tmp_path_factory.mktemp('sft')
-    data, run = write_vqa_data(root / 'data'), root / 'run'
-    proc = run_module('training.launch', '--recipe', RECIPE, '--data', data, '--run', run, '--model', tiny_model_dir,
-                      env=cpu_env(), timeout=600)
-    assert ' sft ' in proc.stdout.splitlines()[0]
-    # the recipe's speed callbacks ran inside ms-swift's trainer: 2 layers x 7 adapted projections
-    assert '[training] lora_fused: 14 LoRA linears' in proc.stdout + proc.stderr
-    assert '[training] vit_mlp_pad: no vision MLP to pad' in proc.stdout + proc.stderr   # tiny width 128 is aligned
-    return data, run
+def trained(trained_run):
+    """(data dir, run dir) after 4 LoRA steps of the tiny recipe (the session's run, tests/conftest.py)."""
+    return trained_run
 
 
 def checkpoints(run: Path) -> list[str]:

@@ -255,14 +255,16 @@ def test_cli_without_dataset_builds_and_rebuilds_in_place(tmp_path, team_file):
     assert 'someone/merged-model' in (build / 'x' / 'README.md').read_text()
 
 
-def test_cli_submit_offline_is_an_error_after_the_checked_build(tmp_path, team_file):
+def test_cli_upload_or_submit_offline_is_an_error_before_any_work(tmp_path, team_file):
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_TOKEN='hf_secret_never_printed')
-    proc = run_module('submission.task1', '--team', team_file, '--model', 'someone/m', '--hub-repo', 'me/sub',
-                      '--name', 'y', '--submit', '--build-root', tmp_path / 'build', env=env, check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith('error: submit: cannot submit: HF_HUB_OFFLINE is set')
-    assert 'hf_secret_never_printed' not in proc.stdout + proc.stderr
-    assert (tmp_path / 'build' / 'y' / 'submission_task1.py').is_file()
+    for extra in ([], ['--submit']):
+        proc = run_module('submission.task1', '--team', team_file, '--model', 'someone/m', '--hub-repo', 'me/sub',
+                          '--name', 'y', *extra, '--build-root', tmp_path / 'build', env=env, check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1].startswith(
+            'error: hub-repo: cannot upload to me/sub: HF_HUB_OFFLINE is set; nothing was built')
+        assert 'hf_secret_never_printed' not in proc.stdout + proc.stderr
+        assert not (tmp_path / 'build').exists()
 
 
 # ---------------------------------------------------------------- the full offline dry run (tiny model)
@@ -270,9 +272,8 @@ def test_cli_submit_offline_is_an_error_after_the_checked_build(tmp_path, team_f
 def test_dry_run_builds_a_valid_submission(tmp_path, tiny_model_dir, synthetic_dataset, team_file):
     build = tmp_path / 'build'
     env = dict(os.environ, HF_TOKEN='hf_secret_never_printed', MAX_PIXELS='50176')
-    # Not --dry-run: with HF_HUB_OFFLINE=1 the CLI must build, check, and then refuse to upload.
     proc = run_module('submission.task1', '--model', tiny_model_dir, '--hub-repo', 'tester/medico-task1',
-                      '--name', 'tiny', '--team', team_file, '--dataset', synthetic_dataset,
+                      '--name', 'tiny', '--team', team_file, '--dataset', synthetic_dataset, '--dry-run',
                       '--max-new-tokens', '4', '--build-root', build, env=env, timeout=600)
     out = build / 'tiny'
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'predictions_1.json', 'requirements.txt',

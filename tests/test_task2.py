@@ -142,7 +142,7 @@ def _build_args(tiny_model_dir, synthetic_dataset, root, cal, *extra) -> list:
     return ['--model', tiny_model_dir, '--hub-repo', 'someone/medico-task2', '--name', 'tiny', '--build-root', root,
             '--team', REPO / 'submission' / 'team.demo.json', '--dataset', synthetic_dataset,
             '--calibration-data', cal, '--limit', N_VAL, '--grid', 2, '--answer-tokens', 6, '--probe-tokens', 4,
-            '--grounding-tokens', 6, '--max-pixels', MAX_PIXELS, *extra]
+            '--grounding-tokens', 6, '--max-pixels', MAX_PIXELS, '--dry-run', *extra]
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -6,7 +6,12 @@
 LoRA checkpoints are merged with `swift export --merge_lora true`; full fine-tunes are copied (weights, config and
 processor files, without optimizer states). With --check-data, a few samples are answered greedily by the merged
 model and by base model + adapter: any difference exits non-zero. The hub push happens only after the check, only
-with a hub id and a token (HF_TOKEN or `huggingface-cli login`).
+with a hub id and a token (HF_TOKEN or `huggingface-cli login`); with a token, the id and the hub are checked before
+the merge, so an unreachable hub is one line at once, not a traceback after the work.
+
+The model is assembled and checked in RUN/.merged.partial and renamed onto --out when complete; a rerun after a crash
+reuses a complete partial folder (its EXPORT_INFO.json is written last) and redoes an incomplete one. One export per
+--out at a time (a lock file next to it).
 """
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError, cli_main
-from common.hub import hub_env, hub_token, use_hub_defaults
-from common.io import read_jsonl, write_json
+from common.hub import check_repo_id, hub_env, hub_error, hub_token, use_hub_defaults, why_not_online
+from common.io import exclusive_lock, honour_umask, read_jsonl, write_json
 from common.offline import offline_env
 from common.run_env import read_run_env, write_run_env
 from training.launch import latest_checkpoint, swift_command
@@ -49,12 +54,47 @@ def is_lora(ck: Path) -> bool:
     return (ck / 'adapter_config.json').is_file()
 
 
+def partial_path(out: Path) -> Path:
+    return out.with_name(f'.{out.name}.partial')
+
+
 def partial_dir(out: Path) -> Path:
-    """Where a model folder is assembled and checked before it is renamed onto `out`."""
-    tmp = out.with_name(f'.{out.name}.partial')
+    """Where a model folder is assembled and checked before it is renamed onto `out` (emptied first)."""
+    tmp = partial_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     return tmp
+
+
+def read_info(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / DONE).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+
+
+def weights_size(folder: Path) -> int:
+    return sum(p.stat().st_size for pattern in ('*.safetensors', '*.bin') for p in folder.glob(pattern))
+
+
+def check_free_space(ck: Path, out: Path) -> None:
+    """The merged model is about as large as the base model (a full fine-tune: as its checkpoint): refuse at once,
+    in one line, when the disk cannot hold it, instead of failing inside `swift export` after the load."""
+    source = ck
+    if is_lora(ck):
+        try:
+            base = json.loads((ck / 'args.json').read_text(encoding='utf-8'))['model']
+        except (OSError, ValueError, KeyError):
+            return
+        if not Path(base).is_dir():
+            return   # a hub model: its size is not known here
+        source = Path(base)
+    need = int(weights_size(source) * 1.05) + (1 << 20)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out.parent).free
+    if free < need:
+        raise InputError(f'needs about {need / 2**20:.1f} MiB free for the merged model, {free / 2**20:.1f} MiB free '
+                         'here', file=str(out.parent), field='--out')
 
 
 def merge_lora(ck: Path, dest: Path) -> None:
@@ -119,34 +159,67 @@ def compare_with_adapter(ck: Path, model: Path | str, data: str, n: int) -> list
     return results
 
 
-def push(out: Path, repo_id: str) -> bool:
+def check_push(repo_id: str) -> str | None:
+    """Before any work: a valid repo id, and with a token, the hub reachable with it. Returns the token (None: no
+    token, so nothing will be pushed, as documented)."""
+    check_repo_id(repo_id, '--hub-model-id')
     token = hub_token()
+    if token:
+        reason = why_not_online(token)
+        if reason:
+            raise InputError(f'cannot push to {repo_id}: {reason}; nothing exported (unset HUB_MODEL_ID to export '
+                             'without pushing)', field='--hub-model-id')
+    return token
+
+
+def push(out: Path, repo_id: str, token: str | None = None) -> bool:
+    token = token or hub_token()
     if not token:
         print(f'no Hugging Face token (HF_TOKEN or `hf auth login`): not pushing to {repo_id}')
         return False
     from huggingface_hub import HfApi
     api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True, private=True, repo_type='model')
-    api.upload_folder(folder_path=str(out), repo_id=repo_id, repo_type='model',
-                      commit_message='Medico 2026 fine-tuned model (training.export)')
+    try:
+        api.create_repo(repo_id, exist_ok=True, private=True, repo_type='model')
+        api.upload_folder(folder_path=str(out), repo_id=repo_id, repo_type='model',
+                          commit_message='Medico 2026 fine-tuned model (training.export)')
+    except Exception as e:  # network, permissions, quota: one line; the merged model stays
+        raise hub_error(f'pushing {out} to {repo_id} (the merged model is kept; rerun to retry)', e, token,
+                        '--hub-model-id') from None
     print(f'pushed {out} to https://huggingface.co/{repo_id} (private)')
     return True
 
 
 def export(run: str, out: str, checkpoint: str | None = None, check_data: str | None = None, check_n: int = 4,
            hub_model_id: str | None = None) -> Path:
+    token = check_push(hub_model_id) if hub_model_id else None
     ck = find_checkpoint(Path(run), checkpoint).resolve()
     use_hub_defaults()   # the check loads a hub base model in this process: from Hugging Face unless USE_HF=0
+    out_path = Path(out)
+    with exclusive_lock(out_path.with_name(f'.{out_path.name}.lock'), 'training.export run', out_path):
+        _export(ck, Path(run), out_path, check_data, check_n)
+    if hub_model_id:
+        push(out_path, hub_model_id, token)
+    return out_path
+
+
+def _export(ck: Path, run: Path, out_path: Path, check_data: str | None, check_n: int) -> None:
     run_env = read_run_env(run)
     for name, value in run_env.items():       # e.g. MAX_PIXELS: the check answers with training's image size
         os.environ.setdefault(name, value)
-    out_path = Path(out)
-    info_path = out_path / DONE
-    if info_path.is_file() and json.loads(info_path.read_text()).get('checkpoint') == str(ck):
+    info = {'checkpoint': str(ck), 'lora_merged': is_lora(ck),
+            'checked_samples': check_n if check_data and is_lora(ck) else 0}
+    done = read_info(out_path)
+    if done and done.get('checkpoint') == str(ck):
         print(f'{out_path} already holds {ck}: not exporting again')
         for change in make_self_contained(out_path, run_env):   # folders exported before this step existed
             print(f'{out_path}: {change}')
+        return
+    if read_info(partial_path(out_path)) == info:   # merged and checked before a crash, not yet renamed
+        tmp = partial_path(out_path)
+        print(f'{tmp} holds a complete, checked export of {ck}: using it')
     else:
+        check_free_space(ck, out_path)
         tmp = partial_dir(out_path)   # merged and checked aside: a failed check leaves no model at `out`
         if is_lora(ck):
             merge_lora(ck, tmp)
@@ -164,13 +237,10 @@ def export(run: str, out: str, checkpoint: str | None = None, check_data: str | 
             write_run_env(tmp, run_env)
         for change in make_self_contained(tmp, run_env):   # serves from any directory, resizes like training
             print(f'{out_path}: {change}')
-        write_json(tmp / DONE, {'checkpoint': str(ck), 'lora_merged': is_lora(ck),
-                                'checked_samples': check_n if check_data and is_lora(ck) else 0})
-        shutil.rmtree(out_path, ignore_errors=True)
-        tmp.rename(out_path)
-    if hub_model_id:
-        push(out_path, hub_model_id)
-    return out_path
+        honour_umask(tmp)   # swift export leaves model.safetensors 0600
+        write_json(tmp / DONE, info)   # last: it marks the folder complete
+    shutil.rmtree(out_path, ignore_errors=True)
+    tmp.rename(out_path)
 
 
 @cli_main
