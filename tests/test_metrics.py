@@ -224,7 +224,8 @@ def all_texts(golden, shared_dir) -> list[str]:
     """Every question and answer of the x1 train subset (../shared; skipped without it), the golden pairs and
     adversarial strings."""
     import pandas as pd
-    frame = pd.read_parquet(shared_dir / 'data' / 'kvasir-vqa-x1' / 'train-subset.parquet', columns=['question', 'answer'])
+    frame = pd.read_parquet(shared_dir / 'data' / 'kvasir-vqa-x1' / 'train-subset.parquet',
+                            columns=['question', 'answer'])
     from eval.fast_tokenize import PROBES
     texts = {*frame['question'], *frame['answer'], *golden[0], *golden[1], *ADVERSARIAL, *PROBES}
     assert len(texts) > 15000
