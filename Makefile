@@ -76,7 +76,7 @@ TINY_MODEL ?= models/$(if $(filter qwen2_5_vl,$(ARCH)),tiny-qwen2.5-vl,tiny-$(su
 RUN_PY = $(PY)
 OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 CUDA_VISIBLE_DEVICES=
 
-.PHONY: help setup stack test test-fast demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
+.PHONY: help setup stack test test-fast browser demo tiny-model synthetic prepare subsets grounding-data sft export infer score baseline \
         submit-task1 submit-task2 bench bench-prepare clean serve ask recipes curves
 
 help: ## list the targets
@@ -97,6 +97,9 @@ test: $(STACK) ## run every test (unit + slow end-to-end), as CI does
 
 test-fast: $(STACK) ## run the fast unit tests only
 	$(PY) -m pytest -m "not slow"
+
+browser: ## install Debian's chromium (root + apt) for the Subtask 2 report's browser test; CI does it in .ci/run
+	bash scripts/install_browser.sh
 
 tiny-model: $(STACK) ## build a tiny random model offline into TINY_MODEL (ARCH=qwen2_5_vl|qwen3_vl|gemma3)
 	$(PY) -m training.tiny_model --out $(TINY_MODEL) --arch $(ARCH)

@@ -5,9 +5,14 @@ text, grounding boxes, an occlusion heatmap and a calibrated confidence.
                 model stages run data-parallel over the visible GPUs; resumable (work)
     work        the work folder: one file per stage, rows appended as they finish, merged in input order
     scoring     teacher-forced log-probs of a fixed answer: a batched transformers forward or vLLM prompt log-probs
-    probing     topic -> auxiliary questions; a composer that quotes only the model's own answers
+    probing     topic -> auxiliary questions
+    narrative   probe answers -> the clinician-oriented text (clinical terms, every sentence with its source); the
+                optional rewrite by the same model and the check that it adds no claim
     grounding   Qwen2.5-VL bbox prompt, JSON parsing, resized -> original coordinates, clipping, IoU
-    heatmap     occlusion views -> cells -> upsampled map -> PNG overlay of the image's size; cheaper-map agreement
+    heatmap     occlusion views -> cells; hot regions named in the dataset's position words; one scale for all rows;
+                cheaper-map agreement
+    visuals     the pictures: untouched frame, heatmap on the shared scale with outlined regions, drawn boxes,
+                colour bar
     confidence  raw scores from token log-probs, correctness, stratified calibration sample, temperature / isotonic
                 calibration, ECE / Brier / NLL
     pipeline    what a row's entry says (box and heatmap entries, the justification); evaluation against synthetic

@@ -312,25 +312,34 @@ def fit(p, y, method: str = 'temperature') -> Calibrator:
 
 # ---------------------------------------------------------------- report
 def reliability_diagram(p_before, p_after, y, path: str | Path) -> None:
-    """PNG: accuracy per confidence bin before and after calibration, against the diagonal."""
+    """PNG a rater can read: top, accuracy per confidence bin before and after calibration against the diagonal, each
+    bar labelled with its row count (empty bins drawn as no bar and n=0); bottom, the histogram of the confidences
+    (how many rows sit in each bin). The titles give ECE and Brier on these rows."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from common.io import atomic_path
     p_before, p_after, y = (np.asarray(v, dtype=np.float64) for v in (p_before, p_after, y))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
-    for ax, p, title in ((axes[0], p_before, 'before calibration'), (axes[1], p_after, 'after calibration')):
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, gridspec_kw={'height_ratios': [3, 1.3]})
+    top = max(1, max(b['n'] for p in (p_before, p_after) for b in reliability_bins(p, y)))
+    for col, (p, title) in enumerate(((p_before, 'before calibration'), (p_after, 'after calibration'))):
+        ax, hist = axes[0, col], axes[1, col]
         bins = reliability_bins(p, y)
         centres = [(b['lo'] + b['hi']) / 2 for b in bins]
         acc = [b['accuracy'] if b['accuracy'] is not None else 0 for b in bins]
-        ax.bar(centres, acc, width=1 / N_BINS, edgecolor='black', alpha=0.7, label='accuracy')
+        ax.bar(centres, acc, width=1 / N_BINS, edgecolor='black', alpha=0.7, label='accuracy in the bin')
+        for c, a, b in zip(centres, acc, bins):
+            ax.annotate(f'n={b["n"]}', (c, a), xytext=(0, 2), textcoords='offset points', ha='center', fontsize=7)
         ax.plot([0, 1], [0, 1], 'k--', label='perfect calibration')
-        ax.set_title(f'{title}: ECE {ece(p, y):.3f}, Brier {brier(p, y):.3f}')
-        ax.set_xlabel('confidence')
+        ax.set_title(f'{title} ({len(p)} rows): ECE {ece(p, y):.3f}, Brier {brier(p, y):.3f}', fontsize=10)
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel('accuracy')
-    axes[0].legend(loc='upper left')
+        ax.set_ylim(0, 1.08)
+        hist.bar(centres, [b['n'] for b in bins], width=1 / N_BINS, edgecolor='black', color='tab:grey')
+        hist.set_ylim(0, top * 1.15)
+        hist.set_xlabel('confidence')
+    axes[0, 0].set_ylabel('accuracy')
+    axes[1, 0].set_ylabel('rows')
+    axes[0, 0].legend(loc='upper left', fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=100)

@@ -2,23 +2,33 @@
 
 Method (chosen over attention maps because it needs no eager attention, works with any attention kernel and measures
 the answer itself): split the original image into a G x G grid; for each cell, paint it with the image's mean colour
-and re-score the model's own answer under teacher forcing (explain.scoring); the cell's importance is the drop in the
-answer's summed log-prob, max(0, base - occluded). Cells are normalised to [0, 1], upsampled bilinearly to the image
-size and overlaid in viridis colours (yellow = largest drop). Cost: G*G + 1 forward passes per image (G=6: 37),
-batched over all rows by explain.stages; `View.max_pixels` scores smaller images (fewer image tokens per pass).
+and re-score the model's own answer under teacher forcing (explain.scoring); the cell's effect is the drop in the
+answer's summed log-prob in nats, max(0, base - occluded). Cost: G*G + 1 forward passes per image (G=6: 37), batched
+over all rows by explain.stages; `View.max_pixels` scores smaller images (fewer image tokens per pass).
+
+What a reader is shown (explain.visuals draws it, explain.pipeline words it): the hot regions, i.e. connected groups
+of cells whose drop is at least half the row's largest and at least MIN_EFFECT_NATS, each named by its position in
+the dataset's terms (upper-left ... lower-right) with its share of the row's total effect; cells are coloured on
+one scale in nats shared by every row of the submission (effect_scale); a row whose largest drop is below
+MIN_EFFECT_NATS has no region that changed the answer and is drawn as the untouched frame.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from common.io import atomic_path
 from common.qwen_vision import smart_resize
 
 DEFAULT_GRID = 6
+MIN_EFFECT_NATS = 0.1      # a cell whose hiding lowers the answer's log-prob by less changed nothing (exp(-0.1) = 0.90)
+HOT_SHARE_OF_PEAK = 0.5    # a hot cell's drop is at least this share of the row's largest drop
+SCALE_QUANTILE = 0.95      # the shared colour scale ends at this quantile of the rows' largest drops (above: saturated)
+# The dataset's own position words (Kvasir-VQA-x1 location answers), by thirds of the frame: [row][column].
+POSITIONS = (('upper-left', 'upper-center', 'upper-right'),
+             ('center-left', 'center', 'center-right'),
+             ('lower-left', 'lower-center', 'lower-right'))
 
 
 def cell_boxes(width: int, height: int, grid: int) -> list[tuple[int, int, int, int]]:
@@ -79,18 +89,6 @@ def upsample(cells: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(np.asarray(up, dtype=np.float64), 0.0, 1.0)
 
 
-def save_overlay(image: Image.Image, heat: np.ndarray, path: str | Path, alpha: float = 0.6) -> None:
-    """PNG of the image's size: the frame with the heat map blended in (viridis colours, weight alpha * heat, so cold
-    regions show the untouched frame and hot ones turn yellow, which stands out on red mucosa)."""
-    from matplotlib import colormaps
-    base = np.asarray(image.convert('RGB'), dtype=np.float64)
-    colour = colormaps['viridis'](heat)[..., :3] * 255.0
-    w = (alpha * heat)[..., None]
-    out = (base * (1 - w) + colour * w).round().clip(0, 255).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        Image.fromarray(out).save(tmp, format='PNG')
-
-
 def mass_inside(heat: np.ndarray, box) -> float:
     """Share of the heat map's total mass inside box [x1, y1, x2, y2] (0 when the map is empty)."""
     total = float(heat.sum())
@@ -100,17 +98,69 @@ def mass_inside(heat: np.ndarray, box) -> float:
     return float(heat[max(0, y1):max(0, y2), max(0, x1):max(0, x2)].sum()) / total
 
 
-def peak_region(heat: np.ndarray) -> str:
-    """Plain-words position of the heat map's centre of mass ('upper left', 'centre', ...)."""
-    total = heat.sum()
-    if total <= 0:
-        return 'nowhere in particular'
-    h, w = heat.shape
-    cy = float((heat.sum(1) * np.arange(h)).sum() / total) / h
-    cx = float((heat.sum(0) * np.arange(w)).sum() / total) / w
-    row = 'upper' if cy < 1 / 3 else 'lower' if cy > 2 / 3 else 'middle'
-    col = 'left' if cx < 1 / 3 else 'right' if cx > 2 / 3 else 'centre'
-    return 'centre' if (row, col) == ('middle', 'centre') else f'{row} {col}' if row != 'middle' else f'middle {col}'
+def box_mask(boxes, width: int, height: int) -> np.ndarray:
+    """[height, width] boolean mask of the union of boxes [x1, y1, x2, y2] (pixels, clipped to the frame)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x1, y1, x2, y2 in boxes:
+        x1, y1, x2, y2 = (int(round(v)) for v in (x1, y1, x2, y2))
+        mask[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = True
+    return mask
+
+
+def position_name(y: float, x: float) -> str:
+    """The dataset's word for a point given as fractions of the frame's height and width ('upper-left', 'center')."""
+    third = lambda v: min(2, max(0, int(v * 3)))  # noqa: E731
+    return POSITIONS[third(y)][third(x)]
+
+
+def box_position(box, width: int, height: int) -> str:
+    """The dataset's word for where a box [x1, y1, x2, y2] lies (its centre)."""
+    x1, y1, x2, y2 = box
+    return position_name((y1 + y2) / 2 / height, (x1 + x2) / 2 / width)
+
+
+def hot_regions(cells, min_nats: float = MIN_EFFECT_NATS, rel: float = HOT_SHARE_OF_PEAK) -> list[dict]:
+    """The regions the picture shows as hot, largest effect first: 4-connected groups of cells whose drop is at least
+    `rel` of the row's largest and at least `min_nats`. Each: `cells` ([row, col], row-major), `nats` (their summed
+    drop), `peak_nats`, `share` (of the summed drop of all cells: the row's total effect) and `name` (the dataset's
+    position word for the region's drop-weighted centre). [] when no cell reaches `min_nats`."""
+    from scipy import ndimage
+    cells = np.asarray(cells, dtype=np.float64)
+    peak = float(cells.max()) if cells.size else 0.0
+    if peak < min_nats:
+        return []
+    total = float(cells.sum())
+    labels, n = ndimage.label(cells >= max(min_nats, rel * peak))
+    g_rows, g_cols = cells.shape
+    regions = []
+    for k in range(1, n + 1):
+        rr, cc = np.nonzero(labels == k)
+        w = cells[rr, cc]
+        y = float(((rr + 0.5) * w).sum() / w.sum()) / g_rows
+        x = float(((cc + 0.5) * w).sum() / w.sum()) / g_cols
+        regions.append({'cells': [[int(r), int(c)] for r, c in zip(rr, cc)], 'nats': float(w.sum()),
+                        'peak_nats': float(w.max()), 'share': float(w.sum()) / total, 'name': position_name(y, x)})
+    return sorted(regions, key=lambda r: (-r['nats'], r['cells']))
+
+
+def effect_scale(all_cells, min_nats: float = MIN_EFFECT_NATS, quantile: float = SCALE_QUANTILE) -> float:
+    """One colour scale (nats) for every row: the `quantile` of the largest drop per row, over the rows where some
+    cell reaches `min_nats` (larger drops are drawn saturated); `2 * min_nats` when no row does or when that is
+    larger (a scale is never shorter than twice the threshold, so the colours below it stay apart)."""
+    peaks = [float(np.max(c)) for c in all_cells if np.size(c)]
+    drawn = [p for p in peaks if p >= min_nats]
+    if not drawn:
+        return 2 * min_nats
+    return max(2 * min_nats, float(np.quantile(drawn, quantile)))
+
+
+def cell_map(cells, width: int, height: int) -> np.ndarray:
+    """[height, width] map where every pixel holds its grid cell's value (the cells exactly as measured)."""
+    cells = np.asarray(cells, dtype=np.float64)
+    out = np.zeros((height, width), dtype=np.float64)
+    for (x1, y1, x2, y2), v in zip(cell_boxes(width, height, cells.shape[0]), cells.ravel()):
+        out[y1:y2, x1:x2] = v
+    return out
 
 
 def rank_agreement(cells: np.ndarray, reference: np.ndarray, raster: int = 24) -> dict:

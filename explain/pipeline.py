@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from explain import grounding, probing
+from explain import grounding, narrative, probing
 
 # Answers that deny the finding get no box: a box would show something the model says is not there.
 _DENIES = re.compile(r'^\s*(no|none|nothing)\b|\bnot (present|observed|visible|seen|detected|identified|found)\b'
@@ -22,36 +22,109 @@ def grounding_target(question: str) -> str:
     return grounding.DEFAULT_TARGET
 
 
+def question_class(question: str) -> str:
+    """The question's topic from its words (the val set carries no question_class): what reports group rows by."""
+    topics = probing.classify_question(question)
+    return topics[0] if topics else 'finding'
+
+
 def denies(answer: str) -> bool:
     return bool(_DENIES.search(answer))
 
 
-def box_visual(boxes: list[dict], target: str) -> dict | None:
-    """The `bounding_box` entry for the boxes the model's grounding output gave (None when there are none)."""
+def _pct(share: float) -> str:
+    return f'{100 * share:.0f} %'
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ', '.join(items[:-1]) + ' and ' + items[-1]
+
+
+def box_labels(boxes: list[dict], target: str) -> str:
+    labels = sorted({b['label'].strip() for b in boxes if b.get('label', '').strip()})
+    return ', '.join(labels) if labels else target
+
+
+def box_visual(boxes: list[dict], target: str, visual: dict | None = None) -> dict | None:
+    """The `bounding_box` entry for the boxes the model's grounding output gave (None when there are none): the
+    coordinates, and a description naming where they are, the drawn picture and how much of the occlusion effect lies
+    inside (from the visuals stage's record, when given)."""
     if not boxes:
         return None
     labels = sorted({b['label'] for b in boxes if b['label']})
     named = f'"{", ".join(labels)}"' if labels else f'the {target}'
-    return {'type': 'bounding_box', 'data': [b['box'] for b in boxes],
-            'description': f'Box(es) where the same model located {named} when asked to find the {target} this '
-                           'answer is about.'}
+    text = f'Box(es) where the same model located {named} when asked to find the {target} this answer is about.'
+    if visual:
+        text += (f' They lie at the {_join(sorted(set(visual["box_positions"])))} of the frame and are drawn with the '
+                 f'label in {visual["box_image"]}.')
+        if visual['box_mass_share'] is not None:
+            text += (f' {_pct(visual["box_mass_share"])} of the occlusion heatmap\'s effect lies inside the box(es), '
+                     f'which cover {_pct(visual["box_area_share"])} of the frame.')
+        else:
+            text += (' The occlusion heatmap shows no region that changed the answer, so their agreement is not '
+                     'measured.')
+    return {'type': 'bounding_box', 'data': [b['box'] for b in boxes], 'description': text}
 
 
-def heatmap_text(cells: np.ndarray, region: str) -> str:
-    if float(np.max(cells)) > 0:
-        return (f'Occlusion heatmap: hiding the {region} part of the image lowered the model\'s probability of this '
-                'answer the most (yellow = largest drop).')
-    return 'Occlusion heatmap: hiding no single region lowered the model\'s probability of this answer.'
+def regions_phrase(regions: list[dict], most: int = 4) -> str:
+    """'the upper-left (61 % of the total drop, up to 0.84 nats per cell) and lower-right (22 %, up to 0.31 nats)
+    regions'."""
+    named = [f'{r["name"]} ({_pct(r["share"])}' + (f' of the total drop, up to {r["peak_nats"]:.2f} nats per cell)'
+                                                  if i == 0 else f', up to {r["peak_nats"]:.2f} nats)')
+             for i, r in enumerate(regions[:most])]
+    if len(regions) > most:
+        named.append(f'{len(regions) - most} smaller')
+    return f'the {_join(named)} region{"s" if len(regions) > 1 else ""}'
 
 
-def describe(question: str, answer: str, probes: list[dict], grounding_row: dict, heatmap_rel: str,
-             heat_text: str) -> dict:
-    """The row's Subtask 2 content from the stage outputs: visuals (box from the grounding output, then the
-    heatmap) and the composed justification with its claims."""
-    visuals = [v for v in [box_visual(grounding_row.get('boxes') or [], grounding_row['target'])] if v]
-    visuals.append({'type': 'heatmap', 'data': heatmap_rel, 'description': heat_text})
-    composed = probing.compose(question, answer, probes, visuals)
-    return {'textual_explanation': composed['text'], 'visual_explanation': visuals, 'claims': composed['claims']}
+def heatmap_description(visual: dict) -> str:
+    """The `heatmap` entry's description: the regions the picture outlines, in the dataset's position words, with
+    their share of the row's total effect, and the scale; or that no region changed the answer."""
+    g = visual['grid']
+    if not visual['changed']:
+        return (f'Occlusion heatmap ({g}x{g} cells): no region changed the answer. Hiding any one cell lowered the '
+                f'answer\'s log-probability by less than {visual["min_nats"]:g} nats (largest drop '
+                f'{visual["peak_nats"]:.3f} nats), so the frame is shown untouched.')
+    return (f'Occlusion heatmap ({g}x{g} cells): hiding {regions_phrase(visual["regions"])} lowered the answer\'s '
+            f'log-probability the most; these regions are outlined in white. Tint: the drop in nats when a cell is '
+            f'hidden, on one scale for every row (0 to {visual["scale_nats"]:.2f} nats, larger drops saturate; colour '
+            f'bar in visuals/heatmap_scale.png); cells below {visual["min_nats"]:g} nats are not tinted.')
+
+
+def evidence_sentences(boxes: list[dict], target: str, visual: dict) -> list[dict]:
+    """Short sentences on the visual evidence for the textual explanation, each with its source."""
+    out = []
+    if boxes:
+        text = (f'Grounding: the model boxes the {box_labels(boxes, target)} at the '
+                f'{_join(sorted(set(visual["box_positions"])))} of the image')
+        if visual['box_mass_share'] is not None:
+            text += f', and {_pct(visual["box_mass_share"])} of the occlusion effect lies inside the box'
+        out.append({'sentence': text + '.', 'source': 'visual:bounding_box',
+                    'evidence': {'boxes': [b['box'] for b in boxes], 'box_mass_share': visual['box_mass_share']}})
+    if visual['changed']:
+        shown = visual['regions'][:4]
+        names = _join([r['name'] for r in shown])
+        text = (f'Occlusion: hiding the {names} region{"s" if len(shown) > 1 else ""} lowers the answer\'s '
+                f'probability most ({_pct(sum(r["share"] for r in shown))} of the total effect).')
+    else:
+        text = f'Occlusion: no image region changed the answer (every drop below {visual["min_nats"]:g} nats).'
+    out.append({'sentence': text, 'source': 'visual:heatmap',
+                'evidence': {'regions': [{k: r[k] for k in ('name', 'nats', 'share')} for r in visual['regions']],
+                             'peak_nats': visual['peak_nats']}})
+    return out
+
+
+def describe(probes: list[dict], grounding_row: dict, visual: dict, certainty: dict | None = None,
+             rewrite: str | None = None, answer: str | None = None) -> dict:
+    """The row's Subtask 2 content from the stage outputs: visuals (box from the grounding output, then the heatmap)
+    and the clinician-oriented text (explain.narrative) with its claims and the rewrite's verdict."""
+    boxes = grounding_row.get('boxes') or []
+    entries = [v for v in [box_visual(boxes, grounding_row['target'], visual)] if v]
+    entries.append({'type': 'heatmap', 'data': visual['heatmap'], 'description': heatmap_description(visual)})
+    composed = narrative.compose(probes, certainty, evidence_sentences(boxes, grounding_row['target'], visual),
+                                 rewrite, answer)
+    return {'textual_explanation': composed['text'], 'visual_explanation': entries, 'claims': composed['claims'],
+            'rewrite': composed['rewrite']}
 
 
 # ---------------------------------------------------------------- evaluation against synthetic geometry

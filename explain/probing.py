@@ -1,9 +1,6 @@
-"""Self-probing: the same model answers a few auxiliary questions chosen by the question's topic, and a composer
-writes a short clinician-oriented justification that states ONLY what the model said.
-
-Faithfulness by construction: the text is made of fixed connective phrases plus the model's own answers quoted
-verbatim; `compose` also returns `claims` (sentence -> source: "answer" or a probe index) so every statement can be
-audited against the recorded probes. The val set carries no question_class, so topics come from the question text.
+"""Self-probing: the same model answers a few auxiliary questions chosen by the question's topic; explain.narrative
+turns the answers into the clinician-oriented text, every sentence traceable to one probe answer. The val set
+carries no question_class, so topics come from the question text.
 """
 from __future__ import annotations
 
@@ -65,35 +62,3 @@ def probes_for(question: str) -> list[str]:
         if k not in seen and PROBES[k].rstrip('?').lower() != question.strip().rstrip('?').lower():
             seen.append(k)
     return seen[:MAX_PROBES]
-
-
-def _quote(text: str) -> str:
-    words = ' '.join(text.split()).split(' ')
-    short = ' '.join(words[:MAX_QUOTE_WORDS]) + (' …' if len(words) > MAX_QUOTE_WORDS else '')
-    return short.rstrip(' .')
-
-
-def compose(question: str, answer: str, probes: list[dict], visuals: list[dict] | None = None) -> dict:
-    """{"text", "claims"}: the justification and, per sentence, where it comes from.
-
-    Only the model's own words are quoted; probe answers that are empty or repeat an earlier quote are left out.
-    Visual sentences describe what our method computed (box from the model's grounding output, occlusion map),
-    never a clinical claim of their own.
-    """
-    claims = [{'sentence': f'The model answers "{_quote(answer) or "(empty answer)"}".', 'source': 'answer'}]
-    quoted = {_quote(answer).lower()}
-    for i, p in enumerate(probes):
-        q = _quote(p.get('answer', ''))
-        if not q or q.lower() in quoted:
-            continue
-        quoted.add(q.lower())
-        claims.append({'sentence': f'Asked about the {CUE.get(p["key"], p["key"])}, the same model says "{q}".',
-                       'source': f'probe:{i}'})
-    for j, v in enumerate(visuals or []):
-        claims.append({'sentence': v['description'], 'source': f'visual:{j}'})
-    return {'text': ' '.join(c['sentence'] for c in claims), 'claims': claims}
-
-
-def quoted_spans(text: str) -> list[str]:
-    """Every "..." span in a composed text (what the faithfulness check compares against the model's answers)."""
-    return re.findall(r'"([^"]*)"', text)

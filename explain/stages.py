@@ -4,13 +4,15 @@ the work folder and writes its own with a progress bar; a killed run resumes at 
 
     rows         WORK/rows.jsonl: the val rows with their Task 1 answers (+ log-probs), written by the caller
     probes       one batched generation over all rows x probes (inference.backends: the Task 1 engine and decoding)
+    rewrite      optional (--rewrite): the same model rewrites each row's fact sentences as prose, text only; the
+                 rewrite is checked at assembly (explain.narrative.check_rewrite) and used only when it passes
     grounding    one batched generation of the grounding prompt (none for answers that deny the finding)
     occlusion    teacher-forced scores of the fixed answer under the unoccluded and each occluded image
                  (explain.scoring: batched transformers forward, or vLLM prompt log-probs)
     confidence   raw confidence: the Task 1 answer's own log-probs, else the unoccluded pass's (same numbers)
     calibration  a stratified sample of a labelled predictions file -> calibrator, report, reliability data
-    visuals      one heatmap PNG per row; every row's cells are in occlusion.jsonl, so one scale over the whole
-                 submission is a change of this stage only
+    visuals      per row the untouched frame, the occlusion heatmap on one scale (nats) shared by every row (its
+                 cells are all in occlusion.jsonl) and the grounding boxes drawn with their labels (explain.visuals)
 The caller (submission.task2) then assembles the submission from these files (explain.assemble).
 
     python -m explain.stages --work WORK --stages probes,grounding --worker-rank R --worker-lines L
@@ -37,11 +39,11 @@ from common.errors import InputError, cli_main
 from common.io import read_jsonl, write_json, write_jsonl
 from common.model_family import DEFAULT_FAMILY, family_of_config, family_of_swift_name
 from common.qwen_vision import use_image_budget
-from explain import confidence, grounding, heatmap, pipeline, probing
+from explain import confidence, grounding, heatmap, narrative, pipeline, probing, visuals
 from explain.work import KEY, LINE, StageFile, key_of, record_time
 from inference import shards
 
-GENERATION_STAGES = ('probes', 'grounding')
+GENERATION_STAGES = ('probes', 'rewrite', 'grounding')
 MODEL_STAGES = GENERATION_STAGES + ('occlusion',)
 STAGES = MODEL_STAGES + ('confidence', 'calibration', 'visuals')
 SCORE_BATCH, SCORE_BATCH_GPU = 8, 32       # sequences per teacher-forced forward pass (CPU / one GPU)
@@ -62,6 +64,9 @@ class Settings:
     probe_tokens: int = 48
     grounding_tokens: int = 128
     grid: int = heatmap.DEFAULT_GRID
+    min_effect: float = heatmap.MIN_EFFECT_NATS  # nats: a smaller drop changed nothing (not drawn, not named)
+    rewrite: bool = False                  # let the same model rewrite the fact sentences (checked at assembly)
+    rewrite_tokens: int = 96
     occlusion_max_pixels: int | None = None  # score occlusion passes on images downscaled to this budget
     batch_size: int | None = None          # generation requests per step (inference.backends' default)
     score_batch: int | None = None         # sequences per teacher-forced pass (8 on CPU, 32 per GPU)
@@ -120,6 +125,9 @@ def stage_keys(stage: str, s: Settings, rows: list[dict]) -> list[str]:
     if stage == 'probes':
         return [key_of(stage, model, s.backend, s.probe_tokens, [probing.PROBES[k] for k in probing.probes_for(
             r['question'])], _row_id(r)) for r in rows]
+    if stage == 'rewrite':   # the rewrite follows from the probe answers, which follow from the probes' key
+        return [key_of(stage, model, s.backend, s.rewrite_tokens, narrative.REWRITE_PROMPT, probe_key)
+                for probe_key in stage_keys('probes', s, rows)]
     if stage == 'grounding':
         fam = model_family(s)
         return [key_of(stage, model, s.backend, s.grounding_tokens, _grounding_prompt(r, fam), _row_id(r))
@@ -211,6 +219,26 @@ def run_probes(engines: Engines, s: Settings, rows, lines, out: StageFile, keys,
             bar.update(len(chunk))
 
 
+def run_rewrite(engines: Engines, s: Settings, rows, lines, out: StageFile, keys, rank):
+    """The same model rewrites each row's fact sentences (text only, no image: it can only reword them); rows with
+    no fact sentence are not asked."""
+    backend = engines.generator()
+    backend.max_new_tokens = s.rewrite_tokens
+    probes = StageFile(out.path.parent, 'probes').finished(stage_keys('probes', s, rows))
+    with tqdm(total=len(lines), desc=f'rewrite[{rank or 0}]', unit='row', position=rank or 0) as bar:
+        for start in range(0, len(lines), backend.chunk_size):
+            chunk = lines[start:start + backend.chunk_size]
+            notes = {line: [f['sentence'] for f in narrative.facts(probes[line]['probes'])] for line in chunk}
+            asked = [line for line in chunk if notes[line]]
+            prompts = [{'messages': ([{'role': 'system', 'content': s.system}] if s.system else []) +
+                        [{'role': 'user', 'content': narrative.rewrite_prompt(notes[line])}], 'images': []}
+                       for line in asked]
+            outputs = dict(zip(asked, (o['prediction'] for o in backend.answer(prompts)))) if asked else {}
+            out.append(rank, [{LINE: line, KEY: keys[line], 'val_id': rows[line]['val_id'], 'facts': notes[line],
+                               'output': outputs.get(line)} for line in chunk])
+            bar.update(len(chunk))
+
+
 def grounding_record(row: dict, output: str | None, resized: tuple[int, int] | None,
                      family_name: str = DEFAULT_FAMILY) -> dict:
     """One row's grounding result: the model's output parsed, mapped from the family's coordinates (resized pixels or
@@ -281,7 +309,11 @@ def run_occlusion(engines: Engines, s: Settings, rows, lines, out: StageFile, ke
                 bar.update(1)
 
 
-RUNNERS = {'probes': run_probes, 'grounding': run_grounding, 'occlusion': run_occlusion}
+RUNNERS = {'probes': run_probes, 'rewrite': run_rewrite, 'grounding': run_grounding, 'occlusion': run_occlusion}
+
+
+def active_model_stages(s: Settings) -> tuple[str, ...]:
+    return tuple(st for st in MODEL_STAGES if st != 'rewrite' or s.rewrite)
 
 
 def engine_kind(stage: str, s: Settings) -> str:
@@ -325,7 +357,7 @@ def resolve(s: Settings) -> tuple[Settings, list[str], list[str]]:
 def _groups(s: Settings) -> list[list[str]]:
     """Consecutive model stages that share one engine run in one worker process (one model load)."""
     groups: list[list[str]] = []
-    for stage in MODEL_STAGES:
+    for stage in active_model_stages(s):
         if groups and engine_kind(groups[-1][-1], s) == engine_kind(stage, s):
             groups[-1].append(stage)
         else:
@@ -438,50 +470,41 @@ def run_calibration(s: Settings, work: Path) -> dict | None:
     return saved
 
 
-def heatmap_png(job: tuple[str, list, str]) -> str:
-    """Draw one row's heatmap (a process-pool job): (image path, cells, PNG path) -> the peak region's name."""
-    from PIL import Image
-    image_path, cells, png = job
-    with Image.open(image_path) as im:
-        image = im.convert('RGB')
-    heat = heatmap.upsample(np.asarray(cells, dtype=np.float64), *image.size)
-    heatmap.save_overlay(image, heat, png)
-    return heatmap.peak_region(heat)
+VISUALS_VERSION = 2   # bump when the pictures change: a rerun redraws every row
 
 
 def run_visuals(s: Settings, work: Path) -> list[dict]:
-    """WORK/visuals/<val_id>_heatmap.png for every row (each map scaled by its own maximum, as the text says)."""
-    rows, occ = read_rows(work), StageFile(work, 'occlusion').rows()
+    """WORK/visuals/: per row the untouched frame, the heatmap on one scale shared by every row (explain.heatmap.
+    effect_scale over all rows' cells) and, when the model gave boxes, the boxes drawn with their labels; once, the
+    colour bar. A row is redrawn when its occlusion or grounding output, its image or the shared scale changes."""
+    rows, occ, ground = read_rows(work), StageFile(work, 'occlusion').rows(), StageFile(work, 'grounding').rows()
+    scale = heatmap.effect_scale([o['cells'] for o in occ], s.min_effect)
+    folder = work / 'visuals'
+    folder.mkdir(exist_ok=True)
     out = StageFile(work, 'visuals')
-    keys = [key_of('visuals', o[KEY], r['image']) for r, o in zip(rows, occ)]
-    done = out.finished(keys)
-    done = {i: d for i, d in done.items() if (work / d['heatmap']).is_file()}
+    keys = [key_of('visuals', VISUALS_VERSION, o[KEY], g[KEY], r['image'], scale, s.min_effect)
+            for r, o, g in zip(rows, occ, ground)]
+    done = {i: d for i, d in out.finished(keys).items()
+            if all((work / d[k]).is_file() for k in ('heatmap', 'frame', 'box_image') if d.get(k))}
     out.compact(done)
     todo = [i for i in range(len(rows)) if i not in done]
     if todo:
         start = time.perf_counter()
-        jobs = [(rows[i]['image'], occ[i]['cells'], str(work / f'visuals/{rows[i]["val_id"]}_heatmap.png'))
-                for i in todo]
+        jobs = [visuals.RowJob(rows[i]['image'], rows[i]['val_id'], occ[i]['cells'], ground[i]['boxes'],
+                               ground[i]['target'], scale, s.min_effect, str(folder)) for i in todo]
         workers = s.visual_workers or min(16, os.cpu_count() or 1)
         with tqdm(total=len(todo), desc='visuals', unit='row') as bar:
-            if workers <= 1 or len(todo) < 8:
-                regions = (heatmap_png(j) for j in jobs)
-                pool = None
-            else:
-                pool = ProcessPoolExecutor(workers)
-                regions = pool.map(heatmap_png, jobs, chunksize=4)
+            pool = ProcessPoolExecutor(workers) if workers > 1 and len(todo) >= 8 else None
+            drawn = pool.map(visuals.draw_row, jobs, chunksize=4) if pool else map(visuals.draw_row, jobs)
             try:
-                for i, region in zip(todo, regions):
-                    r = rows[i]
-                    text = pipeline.heatmap_text(np.asarray(occ[i]['cells']), region)
-                    out.append(None, [{LINE: i, KEY: keys[i], 'val_id': r['val_id'],
-                                       'heatmap': f'visuals/{r["val_id"]}_heatmap.png', 'peak': region,
-                                       'text': text}])
+                for i, rec in zip(todo, drawn):
+                    out.append(None, [{LINE: i, KEY: keys[i], 'val_id': rows[i]['val_id'], **rec}])
                     bar.update(1)
             finally:
                 if pool:
                     pool.shutdown()
         record_time(work, 'visuals', time.perf_counter() - start, len(todo))
+    visuals.draw_colourbar(scale, s.min_effect, folder / visuals.SCALE_FILE)
     out.merge(out.finished(keys), len(rows))
     return out.rows()
 
@@ -512,34 +535,80 @@ def run(work: str | os.PathLike, s: Settings, engines: Engines | None = None) ->
 # ---------------------------------------------------------------- assembly
 def assemble(work: str | os.PathLike, calibration: dict | None) -> tuple[list[dict], list[dict], dict]:
     """(submission lines, audit lines, summary) from the stage files: each row's text, visuals and calibrated
-    confidence; the audit keeps every probe, claim, grounding output and heatmap cell."""
+    confidence; the audit keeps every probe, claim (with its source), rewrite verdict, grounding output, heatmap cell
+    and region, and the pictures a report shows."""
     work = Path(work)
     rows = read_rows(work)
+    s = Settings.load(work)
     parts = [StageFile(work, name).rows() for name in ('probes', 'grounding', 'occlusion', 'visuals')]
+    rewrites = StageFile(work, 'rewrite').rows() if s.rewrite else [None] * len(rows)
     conf = read_jsonl(work / 'confidence.jsonl')
     calibrator = confidence.Calibrator.from_json(calibration['report']['calibrator']) if calibration \
         else confidence.Calibrator('identity')
+    calibrated_on = calibration['report']['sample']['rows'] if calibration else None
     lines, audit = [], []
     box_stats = grounding.BoxStats()
-    for r, p, g, o, v, c in zip(rows, *parts, conf):
-        if not all(x['val_id'] == r['val_id'] for x in (p, g, o, v, c)):
+    for r, p, g, o, v, c, w in zip(rows, *parts, conf, rewrites):
+        if not all(x['val_id'] == r['val_id'] for x in (p, g, o, v, c, w or r)):
             raise RuntimeError(f'stage files out of step at val_id {r["val_id"]}: delete {work} and rerun')
-        entry = pipeline.describe(r['question'], r['answer'], p['probes'], g, v['heatmap'], v['text'])
         score = round(float(np.clip(calibrator(float(c['raw_confidence'])), 0.0, 1.0)), 6)
+        certainty = {'sentence': narrative.certainty_sentence(score, calibrated_on), 'score': score,
+                     'raw': c['raw_confidence'], 'calibrated_on': calibrated_on}
+        entry = pipeline.describe(p['probes'], g, v, certainty, w['output'] if w else None, r['answer'])
         lines.append({'val_id': r['val_id'], 'img_id': r['img_id'], 'question': r['question'], 'answer': r['answer'],
                       'textual_explanation': entry['textual_explanation'],
                       'visual_explanation': entry['visual_explanation'], 'confidence_score': score})
-        audit.append({'val_id': r['val_id'], 'answer': r['answer'], 'probes': p['probes'], 'claims': entry['claims'],
-                      'grounding_target': g['target'], 'grounding_output': g['output'], 'box_stats': g['box_stats'],
-                      'raw_confidence': c['raw_confidence'], 'confidence_source': c['source'],
-                      'greedy_consistent': o['greedy'], 'heatmap_peak': v['peak'],
+        audit.append({'val_id': r['val_id'], 'question_class': pipeline.question_class(r['question']),
+                      'answer': r['answer'], 'probes': p['probes'], 'claims': entry['claims'],
+                      'rewrite': entry['rewrite'], 'grounding_target': g['target'], 'grounding_output': g['output'],
+                      'box_stats': g['box_stats'], 'raw_confidence': c['raw_confidence'],
+                      'confidence_source': c['source'], 'greedy_consistent': o['greedy'],
+                      'certainty': narrative.certainty_level(score), 'frame': v['frame'],
+                      'heatmap_image': v['heatmap'], 'box_image': v['box_image'], 'heatmap_changed': v['changed'],
+                      'heatmap_peak_nats': round(v['peak_nats'], 6), 'heatmap_regions': v['regions'],
+                      'box_mass_share': v['box_mass_share'], 'box_area_share': v['box_area_share'],
                       'heatmap_cells': np.round(np.asarray(o['cells']), 6).tolist(), 'confidence_score': score})
         box_stats.add(grounding.BoxStats(**g['box_stats']))
     summary = {'rows': len(lines), 'greedy_consistent': sum(a['greedy_consistent'] for a in audit),
                'confidence_sources': {src: sum(a['confidence_source'] == src for a in audit)
                                       for src in sorted({a['confidence_source'] for a in audit})},
-               'boxes': box_stats.as_dict()}
+               'boxes': box_stats.as_dict(), 'heatmap': heatmap_summary(parts[3], audit),
+               'rewrite': rewrite_summary(audit) if s.rewrite else None}
     return lines, audit, summary
+
+
+def heatmap_summary(visual_rows: list[dict], audit: list[dict]) -> dict:
+    """The shared scale, how many rows have a region that changed the answer, and the heat-in-box agreement."""
+    first = visual_rows[0] if visual_rows else {'scale_nats': None, 'min_nats': None}
+    measured = [a for a in audit if a['box_mass_share'] is not None]
+    changed = sum(a['heatmap_changed'] for a in audit)
+    rule = (f'the {heatmap.SCALE_QUANTILE:g} quantile of the largest drop per row, over the rows with an effect, at '
+            'least twice the threshold' if changed else 'no row has an effect: twice the threshold')
+    return {'scale_nats': first['scale_nats'], 'min_nats': first['min_nats'], 'scale_rule': rule,
+            'rows_changed': changed,
+            'rows_with_box': sum(a['box_image'] is not None for a in audit), 'rows_with_box_and_effect': len(measured),
+            'mean_box_mass_share': float(np.mean([a['box_mass_share'] for a in measured])) if measured else None,
+            'mean_box_area_share': float(np.mean([a['box_area_share'] for a in measured])) if measured else None}
+
+
+def rewrite_summary(audit: list[dict]) -> dict:
+    """How often the rewrite check rejected the model's rewrite, and why (reasons by their first words)."""
+    asked = [a['rewrite'] for a in audit if a['rewrite'] is not None]
+    rejected = [v for v in asked if not v['accepted']]
+    reasons: dict[str, int] = {}
+    for v in rejected:
+        kind = next(k for k in narrative.REJECTIONS if v['reason'].startswith(k))
+        reasons[kind] = reasons.get(kind, 0) + 1
+    return {'asked': len(asked), 'accepted': len(asked) - len(rejected), 'rejected': len(rejected),
+            'rejection_rate': len(rejected) / len(asked) if asked else None, 'reasons': dict(sorted(reasons.items()))}
+
+
+def visual_files(audit: list[dict]) -> list[str]:
+    """Every picture of the submission, relative to the work folder (and to the submission folder)."""
+    files = [f'visuals/{visuals.SCALE_FILE}']
+    for a in audit:
+        files += [f for f in (a['frame'], a['heatmap_image'], a['box_image']) if f]
+    return files
 
 
 def _terminated(signum, frame):

@@ -253,7 +253,7 @@ def default_encode_workers(backend_name: str) -> int:
     return min(4, max(1, (os.cpu_count() or 2) // 4))
 
 
-def open_vllm(args, timings: dict, rank: int | None):
+def open_vllm(args, timings: dict, rank: int | None, rows: int):
     """vLLM's engine (ms-swift's VllmEngine with our knobs) + its stream adapter + the encode workers, started first
     so that their start-up overlaps the engine's."""
     from inference import vllm_engine as ve
@@ -289,7 +289,7 @@ def open_vllm(args, timings: dict, rank: int | None):
             gpu_memory_utilization=args.gpu_memory_utilization, dtype=dtype, enforce_eager=args.enforce_eager,
             limit_mm_per_prompt=args.limit_mm_per_prompt, tensor_parallel=args.tensor_parallel,
             max_lora_rank=lora_rank(args.adapters) if args.adapters else None,
-            big_gpu=ve.device_memory_bytes() >= ve.BIG_GPU_BYTES, max_pixels=args.max_pixels,
+            big_gpu=ve.device_memory_bytes() >= ve.BIG_GPU_BYTES, max_pixels=args.max_pixels, rows=rows,
             extra=args.engine_args)
         timings['engine_kwargs'] = kwargs
         engine = ve.load_vllm(args.model, args.adapters, model_type=model_type, template_type=template_type,
@@ -322,7 +322,7 @@ def answer_lines(args, backend_name: str, lines: list[int], partial: Path, rank:
     timings: dict = {'backend': backend_name, 'rows_to_do': len(lines)}
     log = None
     if backend_name == 'vllm':
-        adapter, prefetcher, log = open_vllm(args, timings, rank)
+        adapter, prefetcher, log = open_vllm(args, timings, rank, len(lines))
     else:
         t0 = time.monotonic()
         backend = load_backend(backend_name, args.model, args.adapters, max_new_tokens=args.max_new_tokens,
@@ -367,7 +367,7 @@ def timing_line(t: dict) -> str:
     parts = [f'{k.removesuffix("_s")} {t[k]}' for k in ('import_s', 'template_s', 'engine_s') if k in t]
     inner = [f'{k.removesuffix("_s").replace("_", " ")} {t[k]}' for k in
              ('weights_s', 'dynamo_s', 'compile_s', 'compile_cache_load_s', 'profile_run_s', 'cuda_graphs_s',
-              'init_engine_s') if k in t]
+              'warmup_s', 'init_engine_s') if k in t]
     run = t.get('stream') or {}
     line = f'timing [{t["backend"]}]: start-up {t["startup_s"]} s ({", ".join(parts)}'
     line += f'; engine: {", ".join(inner)})' if inner else ')'
@@ -404,7 +404,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument('--max-new-tokens', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=None,
                    help='transformers: requests per forward pass (16 on CPU, 128 on a GPU); vLLM: concurrent '
-                        'sequences (default 1024 on a >= 70 GiB GPU, else 256, as vllm.LLM)')
+                        'sequences (default 1024 on a >= 70 GiB GPU, else 256, as vllm.LLM; at most the rows to do)')
     p.add_argument('--logprobs', action='store_true', help='also write tokens, token_logprobs and first_top_logprobs')
     p.add_argument('--attention', choices=ATTENTION_CHOICES, default='auto',
                    help='transformers backend: fast = packed ViT + folded-GQA decode attention (same math, other '

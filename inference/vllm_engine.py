@@ -14,8 +14,9 @@ to vLLM's `LLMEngine` with `add_request` / `step` as capacity frees up (`VllmAda
 
 `vllm_engine_kwargs` is the one place that decides what reaches the engine (unit-tested on CPU): dtype (bf16 for
 checkpoints saved in fp32: FlashAttention needs fp16/bf16 and the fp32 fallback ran out of memory), memory share,
-concurrent sequences, tokens per step, eager mode, and a KV-cache bound for small models (a tiny model given half an
-H200 gets millions of 16-token blocks, one Python object each: its engine never finished starting).
+concurrent sequences (capped by the job's rows: vLLM warms up with that many dummy requests), tokens per step, eager
+mode, and a KV-cache bound for small models (a tiny model given half an H200 gets ~17 M 16-token blocks, one Python
+object each in vLLM's block pool, tens of seconds to build; the bound is the job's sequences at full length).
 vllm and swift are imported where used (vllm is absent on CPU machines).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import re
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,23 +95,27 @@ def vllm_engine_kwargs(config: dict, *, max_model_len: int = 4096, max_num_seqs:
                        gpu_memory_utilization: float | None = None, dtype: str = 'auto', enforce_eager: bool = False,
                        limit_mm_per_prompt: dict | None = None, tensor_parallel: int = 1,
                        max_lora_rank: int | None = None, big_gpu: bool = True, max_pixels: int | None = None,
-                       seed: int = 0, extra: dict | None = None) -> dict:
+                       seed: int = 0, rows: int | None = None, extra: dict | None = None) -> dict:
     """Keyword arguments for ms-swift's `VllmEngine(model, **kwargs)` (its `engine_kwargs` go to vLLM's EngineArgs).
 
     config: the model's config.json; big_gpu: the device has >= 70 GiB (vLLM's own rule for its `LLM` defaults);
     max_pixels: the image budget (the engine's profiling run then uses images of that size, not 12.8 M pixels);
-    extra: EngineArgs given by the user (--engine-args), applied last."""
+    rows: requests this job will make (the default concurrent sequences are capped by it: vLLM's start-up warm-up
+    runs max_num_seqs dummy requests and a small model's KV cache is sized by them); extra: EngineArgs given by the
+    user (--engine-args), applied last."""
     dtype = engine_dtype(config, dtype)
     default_seqs, batched_tokens = SCHEDULER[bool(big_gpu)]
-    seqs = max_num_seqs or default_seqs
+    asked_seqs = max_num_seqs or default_seqs
+    seqs = max_num_seqs or (min(default_seqs, max(1, rows)) if rows is not None else default_seqs)
     # video 0: the model also takes videos, and vLLM would otherwise profile the video encoder at start-up
     mm_limits = {'video': 0, **(limit_mm_per_prompt or {'image': 1})}
     engine_kwargs: dict = {'max_num_batched_tokens': max(batched_tokens, max_model_len)}
     per_token = kv_bytes_per_token(config, dtype)
-    if per_token is not None:
-        full = seqs * max_model_len * per_token
-        if full <= KV_OVERRIDE_MAX_BYTES:  # small model: room for every sequence at full length, nothing more
-            engine_kwargs['num_gpu_blocks_override'] = -(-seqs * max_model_len // KV_BLOCK_TOKENS)
+    # small model (its KV for the full default sequences fits in a few GiB): room for every sequence of this job at
+    # full length, nothing more. vLLM then allocates exactly these blocks (the profiled "KV cache memory" it logs is
+    # not what it allocates). A larger model keeps the memory share: an override is not checked against free memory.
+    if per_token is not None and asked_seqs * max_model_len * per_token <= KV_OVERRIDE_MAX_BYTES:
+        engine_kwargs['num_gpu_blocks_override'] = -(-seqs * max_model_len // KV_BLOCK_TOKENS)
     if max_pixels:
         engine_kwargs['mm_processor_kwargs'] = {'max_pixels': int(max_pixels)}
     kwargs = {'torch_dtype': dtype, 'gpu_memory_utilization': gpu_memory_utilization or MEMORY_SHARE,
@@ -159,6 +165,12 @@ LOG_TIMES = {   # vLLM 0.26 log lines (engine core process) -> seconds, in the o
     'cuda_graphs_s': r'Graph capturing finished in ([\d.]+) secs',
     'init_engine_s': r'init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s',
 }
+# spans between two timestamped log lines (1-s resolution): the warm-up after CUDA graphs (the V2 model runner runs
+# two dummy steps of max_num_seqs requests through every sampling feature, JIT-compiling its Triton kernels)
+LOG_SPANS = {
+    'warmup_s': (r'Free memory on device|Graph capturing finished', r'init engine \(profile, create kv cache'),
+}
+LOG_STAMP = r'(\d\d-\d\d \d\d:\d\d:\d\d) \[[^\]]*\] '
 LOG_FACTS = {
     'kv_cache_tokens': r'GPU KV cache size: ([\d,]+) tokens',
     'max_concurrency': r'Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x',
@@ -190,6 +202,12 @@ def parse_startup_log(text: str) -> dict:
         found = [float(x) for x in re.findall(pattern, text)]
         if found:
             out[key] = round(sum(found), 2)
+    for key, (start, end) in LOG_SPANS.items():
+        ends = list(re.finditer(LOG_STAMP + f'(?:{end})', text))
+        starts = [m for m in re.finditer(LOG_STAMP + f'(?:{start})', text) if ends and m.start() < ends[-1].start()]
+        span = (_log_time(ends[-1].group(1)) - _log_time(starts[-1].group(1))).total_seconds() if starts else -1
+        if span >= 0:   # (a run across New Year's Eve gets none)
+            out[key] = span
     for key, pattern in LOG_FACTS.items():
         found = re.findall(pattern, text)
         if not found:
@@ -201,6 +219,10 @@ def parse_startup_log(text: str) -> dict:
         else:
             out[key] = round(sum(float(x) for x in found), 2) if key.endswith('_s') else float(found[-1])
     return out
+
+
+def _log_time(stamp: str) -> datetime:
+    return datetime.strptime(f'2000-{stamp}', '%Y-%m-%d %H:%M:%S')   # a leap year: 02-29 parses
 
 
 def start_error(text: str, knobs: dict) -> InputError | None:

@@ -60,7 +60,8 @@ $M submit-task1 $COMMON HUB_REPO=demo-user/medico2026-task1-demo TEAM=submission
 step "submit-task2 (dry run: explanations, boxes, heatmaps, calibrated confidence, strict validation)"
 $M submit-task2 $COMMON HUB_REPO=demo-user/medico2026-task2-demo TEAM=submission/team.demo.json \
   SUBMIT_DATASET=$D/synthetic DRY_RUN=1 TASK1_PRED=$D/preds/task2_val-original.jsonl \
-  CALIBRATION=$D/preds/val-original.jsonl TASK2_ARGS="--grid 4 --probe-tokens 8 --grounding-tokens 16"
+  CALIBRATION=$D/preds/val-original.jsonl TASK2_ARGS="--grid 4 --probe-tokens 8 --grounding-tokens 16 --rewrite \
+  --rewrite-tokens 16"
 
 step "done in $(( $(date +%s) - start ))s. Artefacts:"
 cat <<EOF
@@ -74,4 +75,6 @@ cat <<EOF
   score reports        $D/reports/*/
   task 1 submission    $D/submission/task1/demo/   (submission_task1.py, predictions_1.json from its offline run)
   task 2 submission    $D/submission/task2/demo/   (submission_task2.jsonl, visuals/, report/)
+  task 2 gallery       $D/submission/task2/demo/README.md   (## Gallery: what the hub shows raters)
+  task 2 every row     $D/submission/task2/demo/report/index.html   (filter by topic and confidence; works offline)
 EOF

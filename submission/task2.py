@@ -4,13 +4,14 @@ explanation, grounding boxes + an occlusion heatmap, and a calibrated confidence
     python -m submission.task2 --model RUN/merged --hub-repo user/name [--name N] [--team submission/team.json]
         [--dataset D] [--task1-predictions P] [--calibration-data VAL_PRED] [--calibration-rows 2000] [--dry-run]
         [--limit N] [--submit] [--max-pixels N] [--system S] [--grid G] [--occlusion-max-pixels N]
-        [--backend auto|vllm|transformers] [--scorer transformers|vllm] [--gpus N]
+        [--backend auto|vllm|transformers] [--scorer transformers|vllm] [--gpus N] [--min-effect NATS] [--rewrite]
 
-Writes submission/build/task2/<name>/ (temp folder + rename): submission_task2.jsonl, visuals/, submission_task2.py
-(SUBMISSION_INFO only), README.md (method + report numbers), report/ (reliability diagram, report.json,
-explanations_audit.jsonl with every probe and claim). The answers are the Task 1 predictions of the task2_val split
-(--task1-predictions, as they are: equal by construction); without that file the val rows are answered first through
-inference.predict, the `make infer` path. explain.stages then works stage by stage over all rows in
+Writes submission/build/task2/<name>/ (temp folder + rename): submission_task2.jsonl, visuals/ (heatmaps, drawn
+boxes, untouched frames, the colour bar), submission_task2.py (SUBMISSION_INFO only), README.md (method, report
+numbers and a gallery of about 20 rows), report/ (index.html with every row, reliability diagram, report.json,
+explanations_audit.jsonl with every probe, claim and its source). The answers are the Task 1 predictions of the
+task2_val split (--task1-predictions, as they are: equal by construction); without that file the val rows are answered
+first through inference.predict, the `make infer` path. explain.stages then works stage by stage over all rows in
 submission/build/task2/.work-<name>/ (probes, grounding, occlusion, confidence, calibration, visuals), resumable.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from common.errors import InputError, cli_main
 from common.io import atomic_dir, atomic_open, atomic_path, exclusive_lock, read_jsonl, write_json, write_jsonl
 from common.run_env import image_budget
 from explain.confidence import CALIBRATION_ROWS, calibration_inputs
+from explain.heatmap import MIN_EFFECT_NATS
 from inference.backends import choose_backend
 from inference.predict import visible_gpus
 from submission.team import DEFAULT_TEAM_FILE, load_team
@@ -154,6 +156,21 @@ def _fmt(v, nd=4):
     return '—' if v is None else (f'{v:.{nd}f}' if isinstance(v, float) else str(v))
 
 
+def _fmt_pct(v) -> str:
+    return '—' if v is None else f'{100 * v:.1f} %'
+
+
+def rewrite_method(rw: dict | None) -> str:
+    if not rw:
+        return ''
+    if not rw['asked']:
+        return ' With --rewrite, the same model (text only) would reword the fact sentences; no row had one here.'
+    return (' With --rewrite, the same model (text only) rewrites the fact sentences as prose; the rewrite is used '
+            'only when it states no clinical term, number, negation or other content word that the facts do not and '
+            f'keeps every fact term; here {rw["rejected"]} of {rw["asked"]} rewrites were rejected '
+            f'({_fmt_pct(rw["rejection_rate"])}) and the fact sentences kept.')
+
+
 def readme(name: str, args, report: dict) -> str:
     cal, geo, boxes = report['calibration'], report.get('geometry'), report['boxes']
     lines = [
@@ -165,19 +182,29 @@ def readme(name: str, args, report: dict) -> str:
         f'`{Path(report["task1_predictions"]).name}` (the Task 1 model, engine and greedy decoding). Scored again '
         f'with teacher forcing, {report["greedy_consistent"]}/{report["rows"]} answers are this model\'s top choice '
         'at every token (a check, reported only).',
-        '- **textual_explanation**: self-probing. The same model answers up to 4 auxiliary questions chosen from the '
-        'question\'s topic (finding, location, size/morphology, colour, instruments, text / box artefacts, landmark, '
-        'procedure); the justification quotes only the main answer and those probe answers, then describes the '
-        'visual evidence. Every sentence\'s source is in `report/explanations_audit.jsonl`.',
+        '- **textual_explanation**: self-probing, written for a clinician. The same model answers up to 4 auxiliary '
+        'questions chosen from the question\'s topic (finding, location, size, morphology, colour, instruments, '
+        'text / box artefacts, landmark, procedure); each answer gives one short sentence made of fixed words and the '
+        'clinical terms found in it (the dataset\'s position words such as upper-left or center, sizes, colours, '
+        'Paris classes; an answer with no known term is quoted; a note when the answer denies what the finding probe '
+        'names), then how certain the model is (the calibrated '
+        'confidence) and what the two visual explanations show. Every sentence\'s source (probe answer, confidence '
+        'or visual) is in `report/explanations_audit.jsonl`.' + rewrite_method(report.get('rewrite')),
         '- **visual_explanation**: (a) `bounding_box`: the model is prompted for `{"bbox_2d": [x1, y1, x2, y2], '
         '"label": ...}`; Qwen2.5-VL answers in pixels of the resized input (smart_resize, factor 28), Qwen3-VL and '
         'MedGemma in 0..1000 coordinates relative to the image (the prompt says so); we map the box back to the '
         'original size and clip; unparseable or out-of-image boxes are dropped and counted. No box when '
-        'the answer denies the finding. (b) `heatmap`: occlusion — the image is split into a '
+        'the answer denies the finding. The boxes are drawn with their label in `visuals/<val_id>_box.png` (named in '
+        'the entry\'s description). (b) `heatmap`: occlusion — the image is split into a '
         f'{args.grid}x{args.grid} grid, each cell is painted with the mean colour and the drop in the answer\'s '
         'log-probability is measured' + (f' (occluded passes on the image downscaled to {args.occlusion_max_pixels} '
                                          'pixels)' if args.occlusion_max_pixels else '') +
-        '; the normalised drops are upsampled to the image size and blended in (viridis; yellow = largest drop).',
+        '; cells are tinted by their drop in nats on one scale shared by every row (viridis, half-transparent, so '
+        'the frame shows through; colour bar `visuals/heatmap_scale.png`), the hot regions the text names '
+        '(connected cells with at least half the row\'s largest drop) are outlined in white, and a row where no '
+        f'cell lowers the answer\'s log-probability by {report["heatmap"]["min_nats"]:g} nats or more is left '
+        'untouched and described as "no region changed the answer". The untouched frame is '
+        '`visuals/<val_id>_frame.jpg`.',
         '- **confidence_score**: the answer\'s token log-probs (geometric-mean token probability; for yes/no '
         'questions answered with yes/no, the yes-vs-no probability of the first token), calibrated by '
         f'**{cal["method"]}** on a labelled held-out split'
@@ -193,8 +220,35 @@ def readme(name: str, args, report: dict) -> str:
         if m:
             lines.append(f'| {label} | {m["n"]} | {_fmt(m["accuracy"])} | {_fmt(m["mean_confidence"])} | '
                          f'{_fmt(m["ece"])} | {_fmt(m["brier"])} | {_fmt(m["nll"])} |')
+    before, after = cal.get('before'), cal.get('after')
+    if before and after:
+        lines += ['', f'Calibration measured on {before["n"]} held-out labelled rows (the "after" numbers are '
+                      f'{cal.get("after_kind", "")}): ECE {before["ece"]:.3f} before, {after["ece"]:.3f} after; Brier '
+                      f'{before["brier"]:.3f} before, {after["brier"]:.3f} after.']
     if cal.get('diagram'):
-        lines += ['', f'![reliability diagram]({cal["diagram"]})']
+        lines += ['', 'Reliability diagram (top: accuracy per confidence bin, each bar with its row count; bottom: how '
+                      'many rows fall in each bin):', '', f'![reliability diagram]({cal["diagram"]})']
+    heat = report['heatmap']
+    lines += ['', f'Occlusion heatmaps: one scale for all {report["rows"]} rows, 0 to {heat["scale_nats"]:.3f} nats '
+                  f'({heat["scale_rule"]}); {heat["rows_changed"]} rows have a region whose hiding lowers the '
+                  f'answer\'s log-probability by {heat["min_nats"]:g} nats or more, the others are drawn '
+                  'untouched.', '']
+    if heat['rows_with_box_and_effect']:
+        lines.append(f'Agreement of the two visual explanations: {heat["rows_with_box"]} rows have a box, '
+                     f'{heat["rows_with_box_and_effect"]} of them also a heatmap region; there, on average '
+                     f'{_fmt_pct(heat["mean_box_mass_share"])} of the heatmap\'s total drop lies inside the boxes, '
+                     f'which cover {_fmt_pct(heat["mean_box_area_share"])} of the frame (per row: `box_mass_share` '
+                     'in `report/explanations_audit.jsonl`).')
+    else:
+        lines.append(f'Agreement of the two visual explanations: {heat["rows_with_box"]} rows have a box, none of '
+                     'them also a heatmap region, so no agreement is measured.')
+    rw = report.get('rewrite')
+    if rw and not rw['asked']:
+        lines += ['', 'Rewrite check: no row had a fact sentence to rewrite.']
+    elif rw:
+        lines += ['', f'Rewrite check: {rw["asked"]} rewrites asked, {rw["rejected"]} rejected '
+                      f'({_fmt_pct(rw["rejection_rate"])}; reasons: '
+                      f'{", ".join(f"{k} {v}" for k, v in rw["reasons"].items()) or "none"}).']
     lines += ['', f'Grounding outputs: {boxes["outputs"]}, boxes kept: {boxes["kept"]}, unparseable outputs: '
                   f'{boxes["unparseable"]}, boxes outside the image: {boxes["out_of_bounds"]}.']
     if geo:
@@ -234,6 +288,11 @@ def parse_args(argv=None):
     ap.add_argument('--grid', type=int, default=6, help='occlusion grid size (grid x grid cells)')
     ap.add_argument('--occlusion-max-pixels', type=int, default=None,
                     help='score the occlusion passes on images downscaled to this many pixels (fewer image tokens)')
+    ap.add_argument('--min-effect', type=float, default=MIN_EFFECT_NATS,
+                    help='nats: an occlusion drop below this changed nothing (not drawn, not named)')
+    ap.add_argument('--rewrite', action='store_true',
+                    help='let the same model rewrite the fact sentences as prose (used only when the check passes)')
+    ap.add_argument('--rewrite-tokens', type=int, default=96, help='max new tokens of a rewrite')
     ap.add_argument('--answer-tokens', type=int, default=64,
                     help='max new tokens of the Task 1 answers (MAX_NEW_TOKENS: tells a cut answer from a whole one)')
     ap.add_argument('--probe-tokens', type=int, default=48, help='max new tokens per probe answer')
@@ -259,8 +318,10 @@ def parse_args(argv=None):
         raise InputError('--submit needs a full build: not with --dry-run or --limit', field='submit')
     if args.limit is not None and not args.dry_run:
         raise InputError('a --limit build is never uploaded: add --dry-run (DRY_RUN=1)', field='limit')
-    for name in ('grid', 'answer_tokens', 'probe_tokens', 'grounding_tokens', 'occlusion_max_pixels', 'batch_size',
-                 'score_batch', 'workers', 'max_pixels', 'limit'):
+    if not args.min_effect > 0:
+        raise InputError(f'must be > 0, got {args.min_effect}', field='--min-effect')
+    for name in ('grid', 'answer_tokens', 'probe_tokens', 'grounding_tokens', 'rewrite_tokens', 'occlusion_max_pixels',
+                 'batch_size', 'score_batch', 'workers', 'max_pixels', 'limit'):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
@@ -270,8 +331,9 @@ def parse_args(argv=None):
 def build(args) -> tuple[Path, dict]:
     from explain import stages
     from explain.confidence import reliability_diagram
-    from explain.heatmap import upsample
+    from explain.heatmap import cell_map
     from explain.pipeline import evaluate_geometry
+    from submission import gallery
     from submission.hub import check_repo_id
     from submission.task1 import _NAME
     if args.hub_repo:
@@ -308,7 +370,8 @@ def build(args) -> tuple[Path, dict]:
     settings = stages.Settings(
         model=str(model), backend=args.backend, scorer=args.scorer, max_pixels=args.max_pixels, system=args.system,
         answer_tokens=args.answer_tokens, probe_tokens=args.probe_tokens, grounding_tokens=args.grounding_tokens,
-        grid=args.grid, occlusion_max_pixels=args.occlusion_max_pixels, batch_size=args.batch_size,
+        grid=args.grid, occlusion_max_pixels=args.occlusion_max_pixels, min_effect=args.min_effect,
+        rewrite=args.rewrite, rewrite_tokens=args.rewrite_tokens, batch_size=args.batch_size,
         score_batch=args.score_batch, gpus=args.gpus, workers=args.workers, calibration=args.calibration_data,
         calibration_rows=args.calibration_rows, calibration_method=args.calibration_method)
     done = stages.run(work, settings)
@@ -325,10 +388,8 @@ def build(args) -> tuple[Path, dict]:
             reliability_diagram(calibration['raw'], calibration['after'], calibration['labels'],
                                 tmp / 'report' / 'reliability.png')
             cal_report['diagram'] = 'report/reliability.png'
-        for line in lines:
-            for visual in line['visual_explanation']:
-                if visual['type'] == 'heatmap':
-                    shutil.copyfile(work / visual['data'], tmp / visual['data'])
+        for rel in stages.visual_files(audit):   # heatmaps, drawn boxes, untouched frames, the colour bar
+            shutil.copyfile(work / rel, tmp / rel)
         write_jsonl(tmp / JSONL, lines)
         write_jsonl(tmp / 'report' / 'explanations_audit.jsonl', audit)
         with atomic_open(tmp / SCRIPT, 'w', encoding='utf-8') as f:
@@ -338,17 +399,19 @@ def build(args) -> tuple[Path, dict]:
         geometry = None
         if scenes:
             sizes = {r['val_id']: (r['width'], r['height']) for r in rows}
-            cells = {a['val_id']: np.asarray(a['heatmap_cells']) for a in audit}
+            cells = {a['val_id']: a['heatmap_cells'] for a in audit}
 
             def heat(val_id):   # one image-sized map at a time (1,500 at once would take gigabytes)
-                return upsample(cells[val_id], *sizes[val_id]) if val_id in cells else None
+                return cell_map(cells[val_id], *sizes[val_id]) if val_id in cells else None
 
             geometry = evaluate_geometry(lines, scenes, heat, masks_root=folder)
-        report = {**summary, 'task1_predictions': str(args.task1_predictions), 'calibration': cal_report,
+        report = {**summary, 'task1_predictions': Path(args.task1_predictions).name, 'calibration': cal_report,
                   'geometry': geometry, 'settings': {k: v for k, v in vars(settings).items() if k != 'model'}}
         write_json(tmp / 'report' / 'report.json', report)
+        shown = gallery.cards(lines, audit)   # the README's gallery and report/index.html (every row)
         with atomic_open(tmp / 'README.md', 'w', encoding='utf-8') as f:
-            f.write(readme(name, args, report))
+            f.write(readme(name, args, report) + '\n' + gallery.readme_section(shown, gallery.pick(shown)))
+        gallery.write_index(tmp, name, shown, report)
 
         validate_folder(tmp, [{k: r[k] for k in ('val_id', 'img_id', 'question', 'width', 'height')}
                               for r in rows], answers)

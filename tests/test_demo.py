@@ -65,3 +65,7 @@ def test_demo_runs_every_stage_and_prints_where_artefacts_are(tmp_path):
             if v['type'] == 'heatmap':
                 assert (t2 / v['data']).is_file()
     assert (t2 / 'submission_task2.py').is_file() and (t2 / 'README.md').is_file()
+    # what a rater opens: the README's gallery and every row in report/index.html, both printed at the end
+    assert str(t2 / 'README.md') in proc.stdout and str(t2 / 'report' / 'index.html') in proc.stdout
+    assert '## Gallery: ' in (t2 / 'README.md').read_text() and (t2 / 'report' / 'index.html').is_file()
+    assert json.loads((t2 / 'report' / 'report.json').read_text())['settings']['rewrite'] is True

@@ -62,6 +62,8 @@ def test_engines_group_by_kind():
         [['probes', 'grounding'], ['occlusion']]
     assert stages._groups(stages.Settings(model='m', backend='vllm', scorer='vllm')) == \
         [['probes', 'grounding', 'occlusion']]
+    assert stages._groups(stages.Settings(model='m', backend='transformers', rewrite=True)) == \
+        [['probes', 'rewrite', 'grounding', 'occlusion']]              # the rewrite runs on the probes' engine
 
 
 # ---------------------------------------------------------------- the tiny model
@@ -177,3 +179,42 @@ def test_grounding_boxes_equal_the_per_row_path(checked):
         if new['output'] is not None:
             assert new['resized'] == old['resized'] == new['template_size']
     assert sum(c['visual'] is not None for c in GOLDEN['cases']) >= 20
+
+
+REWRITE_PROBES = [
+    [{'key': 'finding', 'question': 'q', 'answer': 'a sessile polyp'},
+     {'key': 'location', 'question': 'q', 'answer': 'upper-left'}],
+    [{'key': 'finding', 'question': 'q', 'answer': 'oesophagitis'},
+     {'key': 'colour', 'question': 'q', 'answer': 'pink and red'}],
+    [{'key': 'finding', 'question': 'q', 'answer': ''}]]           # no fact sentence: nothing to rewrite
+
+
+@pytest.mark.slow
+def test_rewrite_stage_asks_the_model_and_the_check_judges_it(tmp_path, tiny_model_dir, synthetic_dataset):
+    """With probe answers on file, the rewrite stage asks the real tiny model (text only) to reword each row's fact
+    sentences; rows without facts are not asked; assembly's check gives every rewrite a verdict from its reasons."""
+    from explain import narrative
+    image = sorted((synthetic_dataset / 'images').glob('*.jpg'))[0]
+    rows = [{'val_id': i, 'img_id': f'i{i}', 'question': 'Is there a polyp?', 'image': str(image), 'width': 64,
+             'height': 64, 'answer': 'Yes.'} for i in range(3)]
+    stages.write_rows(tmp_path, rows)
+    s = stages.Settings(model=str(tiny_model_dir), backend='transformers', attention='stock', rewrite=True,
+                        rewrite_tokens=8)
+    s.save(tmp_path)
+    keys = stages.stage_keys('probes', s, rows)
+    StageFile(tmp_path, 'probes').append(None, [{LINE: i, KEY: keys[i], 'val_id': i, 'probes': p}
+                                                for i, p in enumerate(REWRITE_PROBES)])
+    code = ('import sys; from pathlib import Path; from explain import stages; work = Path(sys.argv[1]); '
+            'stages.run_model_stages_here(stages.Settings.load(work), work, ["probes", "rewrite"], [0, 1, 2], None)')
+    proc = subprocess.run([sys.executable, '-c', code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'probes[0]' not in proc.stderr                          # the probes on file were kept, not redone
+    done = StageFile(tmp_path, 'rewrite').rows()
+    assert [r['facts'] for r in done] == [['Finding: polyp.', 'Location in the image: upper-left.'],
+                                          ['Finding: oesophagitis.', 'Colour: pink, red.'], []]
+    assert [isinstance(r['output'], str) for r in done] == [True, True, False]
+    for r, probes in zip(done[:2], REWRITE_PROBES):
+        verdict = narrative.compose(probes, rewrite=r['output'])['rewrite']
+        assert verdict['output'] == r['output'] and (verdict['accepted'] or
+                                                     verdict['reason'].startswith(narrative.REJECTIONS))

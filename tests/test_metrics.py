@@ -213,7 +213,6 @@ def test_nltk_data_installer_is_idempotent(nltk_ready, tmp_path):
 
 
 # ---- the fast pieces equal the libraries, string for string -------------------------------------------------------
-SHARED_TRAIN = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'kvasir-vqa-x1' / 'train-subset.parquet'
 ADVERSARIAL = ('He said "it\'s fine"... (really?) [no] {x} <y>', "can't won't 'tis gimme wanna go", 'a--b ‒–—― 1-2',
                'Mr. Smith went to Washington. He did.', '“Curly” ‘quotes’ «guillemets» „low”', 'x\u00a0y\u2028z\tw',
                'café naïve İı ſ K', '&quot;&amp;&lt;&gt; <skipped> line-\nbreak', 'trailing.) "end."\' ', '....',
@@ -221,12 +220,12 @@ ADVERSARIAL = ('He said "it\'s fine"... (really?) [no] {x} <y>', "can't won't 't
 
 
 @pytest.fixture(scope='module')
-def all_texts(golden) -> list[str]:
-    """Every question and answer of the x1 train subset, the golden pairs and adversarial strings."""
+def all_texts(golden, shared_dir) -> list[str]:
+    """Every question and answer of the x1 train subset (../shared; skipped without it), the golden pairs and
+    adversarial strings."""
     import pandas as pd
-    if not SHARED_TRAIN.is_file():
-        pytest.fail(f'{SHARED_TRAIN} missing (../shared)')
-    frame = pd.read_parquet(SHARED_TRAIN, columns=['question', 'answer'])
+    frame = pd.read_parquet(shared_dir / 'data' / 'kvasir-vqa-x1' / 'train-subset.parquet',
+                            columns=['question', 'answer'])
     from eval.fast_tokenize import PROBES
     texts = {*frame['question'], *frame['answer'], *golden[0], *golden[1], *ADVERSARIAL, *PROBES}
     assert len(texts) > 15000

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import RECIPE, cpu_env, run_module
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -172,7 +173,8 @@ def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_datase
     """Without a Task 1 file the build answers through inference.predict first (and says so): the same answers as
     `make infer`; every stage's output reaches the submission; a rerun does no model work."""
     root = tmp_path / 'build'
-    args = _build_args(tiny_model_dir, synthetic_dataset, root, task2_inputs['calibration'])
+    args = _build_args(tiny_model_dir, synthetic_dataset, root, task2_inputs['calibration'], '--rewrite',
+                       '--rewrite-tokens', 12)
     proc = run_module('submission.task2', *args)
     assert 'no --task1-predictions given: answering the 4 val rows now with inference.predict' in proc.stderr
     assert 'dry run: nothing uploaded' in proc.stdout
@@ -183,9 +185,17 @@ def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_datase
     assert [l['answer'] for l in lines] == [p['prediction'] for p in preds]   # the make infer path's answers
     for l, r in zip(lines, task2_inputs['val']):
         heat = [v for v in l['visual_explanation'] if v['type'] == 'heatmap']
-        assert len(heat) == 1 and heat[0]['description'] in l['textual_explanation']
-        with Image.open(out / heat[0]['data']) as im:
-            assert (im.format, im.size) == ('PNG', (r['width'], r['height']))
+        assert len(heat) == 1 and heat[0]['description'].startswith('Occlusion heatmap (2x2 cells): ')
+        assert 'Occlusion: ' in l['textual_explanation'] and 'The model answers' not in l['textual_explanation']
+        boxes = [v for v in l['visual_explanation'] if v['type'] == 'bounding_box']
+        pictures = [heat[0]['data'], f'visuals/{l["val_id"]}_box.png'] if boxes else [heat[0]['data']]
+        assert boxes == [] or f'visuals/{l["val_id"]}_box.png' in boxes[0]['description']
+        assert (out / f'visuals/{l["val_id"]}_box.png').is_file() == bool(boxes)
+        for picture in pictures:
+            with Image.open(out / picture) as im:
+                assert (im.format, im.size) == ('PNG', (r['width'], r['height']))
+        with Image.open(out / f'visuals/{l["val_id"]}_frame.jpg') as im:
+            assert im.size == (r['width'], r['height'])
         assert 0.0 <= l['confidence_score'] <= 1.0
     report = json.loads((out / 'report' / 'report.json').read_text())
     assert report['confidence_sources'] == {'task1 log-probs': N_VAL}
@@ -199,8 +209,27 @@ def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_datase
                                           if v['type'] == 'bounding_box')
     assert all(a['probes'] and all(p['question'] for p in a['probes']) for a in audit)
     assert all(len(a['heatmap_cells']) == 2 for a in audit)
+    for a, l in zip(audit, lines):   # every sentence of the text is a claim with its source
+        assert ' '.join(c['sentence'] for c in a['claims']) == l['textual_explanation']
+        assert all(c['source'] in ('rewrite', 'confidence', 'visual:heatmap', 'visual:bounding_box', 'probes') or
+                   c['source'].startswith(('probe:', 'answer+probe:')) for c in a['claims'])
+    assert report['rewrite']['asked'] == sum(a['rewrite'] is not None for a in audit)   # rows with fact sentences
+    assert report['rewrite']['accepted'] + report['rewrite']['rejected'] == report['rewrite']['asked']
+    assert report['heatmap']['scale_nats'] >= 2 * report['heatmap']['min_nats'] and \
+        report['heatmap']['rows_with_box'] == sum(a['box_image'] is not None for a in audit)
+    assert (out / 'visuals' / 'heatmap_scale.png').is_file()
     readme = (out / 'README.md').read_text()
     assert 'heatmap mass inside' in readme and 'a sample of 6 of its 6 predictions' in readme
+    assert 'Calibration measured on 6 held-out labelled rows' in readme and 'Rewrite check: ' in readme
+    assert f'## Gallery: {N_VAL} of {N_VAL} rows' in readme and '](report/index.html)' in readme
+    for ref in re.findall(r'!\[[^\]]*\]\(([^)]+)\)', readme):   # every picture the hub would render is there
+        assert (out / ref).is_file(), ref
+    from tests.browser import find_chromium, load_report
+    executable, why = find_chromium()
+    if executable:   # the tiny model's page in the browser (the fast browser test skips with `why` otherwise)
+        page = load_report(executable, out / 'report' / 'index.html', 'task2_tiny_index.png')
+        assert page['rows'] == N_VAL and [s for s, w in page['images'] if w <= 0] == []
+        assert lines[0]['textual_explanation'] in ' '.join(page['text'].split())
     # the script is importable and only defines SUBMISSION_INFO
     ns: dict = {}
     exec(compile((out / 'submission_task2.py').read_text(), 'submission_task2.py', 'exec'), ns)

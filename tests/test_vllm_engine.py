@@ -84,6 +84,27 @@ def test_knobs_reach_the_engine(seven_b_config, tiny_config):
     assert extra['engine_kwargs']['num_gpu_blocks_override'] == 100
 
 
+def test_a_small_job_caps_the_sequences_and_the_tiny_models_kv_cache(tiny_config, seven_b_config):
+    """Run 13 (an H200): `make infer MODEL=<tiny> BACKEND=vllm INFER_ARGS=--limit 300` started vLLM with 1,024
+    sequences and 262,144 KV blocks for 300 rows. vLLM 0.26's start-up warm-up runs max_num_seqs dummy requests
+    (v1/worker/gpu/warmup.py) and the tiny model's KV cache was sized by them: both now follow the job."""
+    job = ve.vllm_engine_kwargs(tiny_config, big_gpu=True, rows=300)
+    assert job['max_num_seqs'] == 300
+    assert job['engine_kwargs']['num_gpu_blocks_override'] == 300 * 4096 // 16   # 76,800 blocks, 300 MiB
+    assert ve.in_flight(job['max_num_seqs']) >= 300                              # every row can be handed over
+    whole = ve.vllm_engine_kwargs(tiny_config, big_gpu=True, rows=5000)         # more rows than sequences
+    assert whole['max_num_seqs'] == 1024 and whole['engine_kwargs']['num_gpu_blocks_override'] == 1024 * 4096 // 16
+    assert ve.vllm_engine_kwargs(tiny_config, big_gpu=False, rows=300)['max_num_seqs'] == 256
+    assert ve.vllm_engine_kwargs(tiny_config, rows=0)['max_num_seqs'] == 1
+    # an explicit --batch-size is what reaches the engine, rows or not
+    assert ve.vllm_engine_kwargs(tiny_config, max_num_seqs=512, rows=300)['max_num_seqs'] == 512
+    # the 7B shape: fewer sequences for a small job, and still the memory share (vLLM does not check an override
+    # against free memory, and its KV cache took ~1 s of the 52 s "init engine" in run 13)
+    seven = ve.vllm_engine_kwargs(seven_b_config, big_gpu=True, rows=10)
+    assert seven['max_num_seqs'] == 10 and 'num_gpu_blocks_override' not in seven['engine_kwargs']
+    assert seven['gpu_memory_utilization'] == 0.9
+
+
 def test_dtype_rules(tiny_config, seven_b_config):
     half = {**seven_b_config, 'dtype': 'float16'}
     assert ve.engine_dtype(half) == 'float16'          # a half-precision checkpoint runs as saved
@@ -156,12 +177,26 @@ INFO 12-03 10:00:50 [cuda.py:483] Using FLASH_ATTN attention backend out of pote
 def test_startup_breakdown_from_vllms_log():
     assert ve.parse_startup_log(STARTUP_LOG) == {
         'weights_s': 9.87, 'model_load_s': 11.21, 'dynamo_s': 12.05, 'compile_s': 39.12, 'profile_run_s': 2.75,
-        'cuda_graphs_s': 4.0, 'init_engine_s': 9.8, 'kv_cache_tokens': 1786432, 'max_concurrency': 436.14,
+        'cuda_graphs_s': 4.0, 'init_engine_s': 9.8, 'warmup_s': 1.0, 'kv_cache_tokens': 1786432,
+        'max_concurrency': 436.14,
         'attention_backend': 'FLASH_ATTN', 'compiled_inductor_s': 25.5}
     warm = 'INFO x [backends.py:294] Directly load the compiled graph(s) for compile range (1, 16384) from the ' \
            'cache, took 1.234 s\n'
     assert ve.parse_startup_log(warm) == {'compile_cache_load_s': 1.23}
     assert ve.parse_startup_log('') == {}
+
+
+def test_warmup_span_from_run_13s_logs():
+    """The warm-up after CUDA graphs (graphs -> "init engine") from the H200 logs of run 13: 12 s for the 7B shape;
+    the tiny model's log ends inside it (it was stopped there), so no span is claimed."""
+    results = Path(__file__).resolve().parent.parent / 'bench' / 'gpu' / 'results' / 'run13'
+    seven_b = ve.parse_startup_log((results / 'make_infer_vllm_7b.log').read_text(encoding='utf-8'))
+    assert seven_b['warmup_s'] == 12.0 and seven_b['init_engine_s'] == 51.97 and seven_b['cuda_graphs_s'] == 5.0
+    tiny = ve.parse_startup_log((results / 'make_infer_vllm_tiny.log').read_text(encoding='utf-8'))
+    assert 'warmup_s' not in tiny and 'init_engine_s' not in tiny and tiny['cuda_graphs_s'] == 1.0
+    eager = ('INFO 02-29 23:59:58 [gpu_worker.py:857] Free memory on device (139.29/139.8 GiB) on startup.\n'
+             'INFO 03-01 00:00:03 [core.py:340] init engine (profile, create kv cache, warmup model) took 9.00 s\n')
+    assert ve.parse_startup_log(eager)['warmup_s'] == 5.0   # across midnight (and a leap day)
 
 
 def test_vllm_log_goes_to_a_file_and_the_users_config_wins(tmp_path, monkeypatch):

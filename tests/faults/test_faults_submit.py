@@ -162,7 +162,9 @@ def test_a_given_task1_pred_must_exist(tiny_model_dir, synthetic_dataset, tmp_pa
     assert f'--task1-predictions {missing}' in dry
     default = subprocess.run(['make', '-n', '-o', '.venv/.medico-setup', 'submit-task2', 'RUN=runs/none'], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout
-    assert '--task1-predictions' not in default   # the default file is only used when it exists
+    # the default file, when missing, is made first by `make infer` (same engine as Task 1), then passed on
+    assert 'test -e preds/none/task2_val-original.jsonl ||' in default
+    assert '--task1-predictions preds/none/task2_val-original.jsonl' in default
     build = tmp_path / 'build'
     fails(task2.main, task2_argv(tiny_model_dir, synthetic_dataset, build, '--dry-run', '--task1-predictions',
                                  missing), capsys, f'{missing}: --task1-predictions: file not found', build=build)
@@ -333,8 +335,8 @@ def test_task2_sigkill_at_two_points_then_rerun(runner, tiny_model_dir, syntheti
     build = tmp_path / 'build'
     argv = task2_argv(tiny_model_dir, synthetic_dataset, build, '--dry-run')
     final = build / 'tiny'
-    # paused once the first row is cached: a second build of the name is refused; then the first is killed
-    with runner.paused_at('submission.task2', argv, Trigger('os.rename', '*/rows/1.json'), then='kill'):
+    # paused once the stage build has written its rows file: a second build of the name is refused; then killed
+    with runner.paused_at('submission.task2', argv, Trigger('os.rename', '*/.work-tiny/rows.jsonl'), then='kill'):
         fails(task2.main, argv, capsys, f'error: {final}: another submission.task2 build is writing here now')
     runner.killed_at('submission.task2', argv, Trigger('os.rename', str(final)))   # resumed; killed before the swap
     assert not final.exists() and debris(build)
@@ -348,7 +350,7 @@ def test_task2_sigkill_at_two_points_then_rerun(runner, tiny_model_dir, syntheti
 def test_task2_full_disk_keeps_the_previous_build(runner, tiny_model_dir, synthetic_dataset, built2, tmp_path):
     build, reference = built2
     with small_disk(tmp_path / 'disk', 8) as disk:
-        for name in ('tiny', '.work-tiny'):   # the previous build and its per-row cache
+        for name in ('tiny', '.work-tiny'):   # the previous build and its stage files
             shutil.copytree(build / name, disk / name)
         fill(disk)
         run = runner.run('submission.task2', task2_argv(tiny_model_dir, synthetic_dataset, disk, '--dry-run'))
