@@ -89,8 +89,9 @@ $(SETUP_STAMP): requirements.txt requirements-cpu.txt requirements-base.txt requ
                 requirements-gpu-next.txt scripts/setup.sh
 	bash scripts/setup.sh
 
-stack: ## compare PY's installed packages with the pinned set (STACK_SET=gpu|cpu|gpu-next; useful with SETUP=none)
-	$(PY) scripts/check_stack.py --set $(or $(STACK_SET),auto)
+stack: ## compare PY's packages with the pinned set and import each family's model code (STACK_SET=gpu|cpu|gpu-next)
+	$(PY) scripts/check_stack.py --set $(or $(STACK_SET),auto); pins=$$?; \
+	  $(PY) scripts/check_stack.py --set $(or $(STACK_SET),auto) --imports && exit $$pins
 
 test: $(STACK) ## run every test (unit + slow end-to-end), as CI does
 	$(PY) -m pytest

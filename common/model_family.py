@@ -26,12 +26,13 @@ class Family:
     swift_template: str     # ms-swift --template
     end_of_turn: str        # the token ms-swift's template closes an assistant turn with
     box_coordinates: str    # RESIZED_PIXELS or RELATIVE_1000
+    vllm_module: str        # vllm.model_executor.models.<this>: what vLLM runs the family with
 
 
 FAMILIES = {f.name: f for f in (
-    Family('qwen2_5_vl', 'qwen2_5_vl', 'qwen2_5_vl', 'qwen2_5_vl', '<|im_end|>', RESIZED_PIXELS),
-    Family('qwen3_vl', 'qwen3_vl', 'qwen3_vl', 'qwen3_vl', '<|im_end|>', RELATIVE_1000),
-    Family('gemma3', 'gemma3', 'gemma3_vision', 'gemma3_vision', '<end_of_turn>', RELATIVE_1000),
+    Family('qwen2_5_vl', 'qwen2_5_vl', 'qwen2_5_vl', 'qwen2_5_vl', '<|im_end|>', RESIZED_PIXELS, 'qwen2_5_vl'),
+    Family('qwen3_vl', 'qwen3_vl', 'qwen3_vl', 'qwen3_vl', '<|im_end|>', RELATIVE_1000, 'qwen3_vl'),
+    Family('gemma3', 'gemma3', 'gemma3_vision', 'gemma3_vision', '<end_of_turn>', RELATIVE_1000, 'gemma3_mm'),
 )}
 DEFAULT_FAMILY = 'qwen2_5_vl'
 

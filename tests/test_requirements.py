@@ -87,6 +87,34 @@ def test_stack_check_reports_this_python():
     assert any(line.split()[:1] == ['vllm'] and 'MISSING' in line for line in gpu.stdout.splitlines())
 
 
+
+def test_import_check_covers_every_family_and_vllm_where_pinned():
+    """--imports loads each family's modelling code; the GPU set adds vLLM's model module per family."""
+    from common.model_family import FAMILIES
+    cpu = check_stack.import_targets(check_stack.read_requirements(REPO / 'requirements-cpu.txt'))
+    gpu = check_stack.import_targets(check_stack.read_requirements(REPO / 'requirements.txt'))
+    assert not any(m.startswith('vllm') for m in cpu)
+    assert {f'vllm.model_executor.models.{f.vllm_module}' for f in FAMILIES.values()} <= set(gpu)
+    assert {'vllm.model_executor.models.qwen3_vl', 'vllm.model_executor.models.gemma3_mm'} <= set(gpu)
+    assert set(cpu) < set(gpu) and 'swift.infer_engine.vllm_engine' in gpu
+
+
+def test_import_check_imports_for_real(tmp_path):
+    """On the CPU venv every import of the CPU set succeeds; a broken ms-swift ahead on the path fails it, by name."""
+    run = lambda env: subprocess.run([sys.executable, 'scripts/check_stack.py', '--set', 'cpu', '--imports'],
+                                     cwd=REPO, capture_output=True, text=True, env=env)
+    good = run(os.environ.copy())
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert 'transformers.models.gemma3.modeling_gemma3' in good.stdout and '5 of 5 import' in good.stdout
+    broken = tmp_path / 'swift'
+    broken.mkdir()
+    (broken / '__init__.py').write_text('raise ImportError("a wheel is missing")\n')
+    bad = run({**os.environ, 'PYTHONPATH': str(tmp_path)})
+    assert bad.returncode == 1
+    rows = {line.split()[0]: line for line in bad.stdout.splitlines() if line.startswith('swift.')}
+    assert 'NO: ImportError: a wheel is missing' in rows['swift.template'], bad.stdout
+    assert '2 fail' in bad.stdout
+
 def _make(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(['make', '--no-print-directory', *args], cwd=REPO, capture_output=True, text=True,
                           env=env or os.environ.copy())
