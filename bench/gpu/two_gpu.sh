@@ -4,6 +4,7 @@
 #
 #   bash bench/gpu/two_gpu.sh [STAGE|GROUP...]     (repository root; default: every stage, in this order)
 #   bash bench/gpu/two_gpu.sh --list               (stage, issue, GPUs, expected seconds; nothing runs)
+#   PLAN=1 bash bench/gpu/two_gpu.sh [STAGE...]     (the exact commands of each stage, on any machine; nothing runs)
 #
 # Stages (1 = CUDA_VISIBLE_DEVICES=0, 2 = CUDA_VISIBLE_DEVICES=0,1):
 #   model            python -m bench.gpu.build_model: the random-init Qwen2.5-VL-7B shape into BASE (kept if there)
@@ -20,6 +21,9 @@
 #                       + bench_perf (bench/gpu/swift_plugin.py), SFT_STEPS optimizer steps               issue 24
 #   sft_zero2        2  the same with --deepspeed zero2 (SFT_ARGS: the recipe itself is plain DDP)         issue 24
 #   sft_ddp2         2  the same without DeepSpeed: what `make sft` runs on 2 GPUs as the recipe stands    issue 24
+#   sft_1gpu_bf16    1  sft_1gpu with --lora_dtype bfloat16: DeepSpeed's bf16 mode casts every parameter, the
+#                       LoRA adapters too, to bf16 (fp32 master copies in its optimizer), so this is the 1-GPU
+#                       run with zero2's adapter precision                                                 issue 24
 #   e2e_1gpu         1  bash bench/gpu/e2e.sh, its default stages one by one (BASE reused)                 issue 25
 #   e2e_2gpu         2  the same; make sft with --deepspeed zero2 and the same global batch (8 per GPU)    issue 25
 # Groups: issue22 issue23 issue24 issue25 (model data + that issue's stages; issue25: model + its stages), stack
@@ -53,20 +57,21 @@
 set -uo pipefail
 SCRIPT=bench/gpu/two_gpu.sh
 STAGES_ALL=(model data infer_1gpu infer_dp2 infer_tp2 infer_1gpu_warm submit2_1gpu submit2_2gpu sft_1gpu sft_zero2
-            sft_ddp2 e2e_1gpu e2e_2gpu)
+            sft_ddp2 sft_1gpu_bf16 e2e_1gpu e2e_2gpu)
 declare -A ISSUE=([model]=all [data]=22-24 [infer_1gpu]=22 [infer_dp2]=22 [infer_tp2]=22 [infer_1gpu_warm]=22
-                  [submit2_1gpu]=23 [submit2_2gpu]=23 [sft_1gpu]=24 [sft_zero2]=24 [sft_ddp2]=24 [e2e_1gpu]=25
+                  [submit2_1gpu]=23 [submit2_2gpu]=23 [sft_1gpu]=24 [sft_zero2]=24 [sft_ddp2]=24 [sft_1gpu_bf16]=24 [e2e_1gpu]=25
                   [e2e_2gpu]=25)
 declare -A GPUS=([model]=1 [data]=0 [infer_1gpu]=1 [infer_dp2]=2 [infer_tp2]=2 [infer_1gpu_warm]=1
-                 [submit2_1gpu]=1 [submit2_2gpu]=2 [sft_1gpu]=1 [sft_zero2]=2 [sft_ddp2]=2 [e2e_1gpu]=1 [e2e_2gpu]=2)
+                 [submit2_1gpu]=1 [submit2_2gpu]=2 [sft_1gpu]=1 [sft_zero2]=2 [sft_ddp2]=2 [sft_1gpu_bf16]=1 [e2e_1gpu]=1
+                 [e2e_2gpu]=2)
 # Expected seconds on an H200 machine (16 cores per GPU), from the 1-GPU figures of docs/benchmarks.md; estimates
 # until measured. A resumable stage needs only enough to make progress (a model load and some rows).
 declare -A NEED=([model]=120 [data]=180 [infer_1gpu]=330 [infer_dp2]=240 [infer_tp2]=300 [infer_1gpu_warm]=270
                  [submit2_1gpu]=300 [submit2_2gpu]=300 [sft_1gpu]=270 [sft_zero2]=210 [sft_ddp2]=210
-                 [e2e_1gpu]=60 [e2e_2gpu]=60)
+                 [sft_1gpu_bf16]=270 [e2e_1gpu]=60 [e2e_2gpu]=60)
 RESUMABLE=" submit2_1gpu submit2_2gpu e2e_1gpu e2e_2gpu "
 NEEDS_VLLM=" infer_1gpu infer_dp2 infer_tp2 infer_1gpu_warm submit2_1gpu submit2_2gpu e2e_1gpu e2e_2gpu "
-GPU_ONLY=" infer_tp2 sft_1gpu sft_zero2 sft_ddp2 e2e_1gpu e2e_2gpu "
+GPU_ONLY=" infer_tp2 sft_1gpu sft_zero2 sft_ddp2 sft_1gpu_bf16 e2e_1gpu e2e_2gpu "
 # e2e.sh's default stages, one invocation each, with their expected seconds (estimates; model: BASE exists)
 E2E_STAGES=(model data prepare sft export infer score submit1 submit2)
 declare -A E2E_NEED=([model]=30 [data]=40 [prepare]=60 [sft]=240 [export]=240 [infer]=240 [score]=40 [submit1]=300
@@ -110,7 +115,7 @@ for arg in "$@"; do
   case $arg in
     issue22) STAGES+=(model data infer_1gpu infer_dp2 infer_tp2 infer_1gpu_warm) ;;
     issue23) STAGES+=(model data submit2_1gpu submit2_2gpu) ;;
-    issue24) STAGES+=(model data sft_1gpu sft_zero2 sft_ddp2) ;;
+    issue24) STAGES+=(model data sft_1gpu sft_zero2 sft_ddp2 sft_1gpu_bf16) ;;
     issue25) STAGES+=(model e2e_1gpu e2e_2gpu) ;;
     stack) ;;
     *) [[ " ${STAGES_ALL[*]} " == *" $arg "* ]] \
@@ -127,7 +132,7 @@ if [ "$DEVICE" = cpu ]; then
     [[ $GPU_ONLY != *" $s "* ]] || fail stage "$s needs DEVICE=cuda (on a CPU: model data infer_1gpu infer_dp2" \
       "infer_1gpu_warm submit2_1gpu submit2_2gpu)"
   done
-else
+elif [ -z "${PLAN:-}" ]; then
   most=0; for s in "${STAGES[@]}"; do (( GPUS[$s] > most )) && most=${GPUS[$s]}; done
   ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
   (( ngpu >= most )) || fail DEVICE "the stages named need $most GPU(s), nvidia-smi lists $ngpu (DEVICE=cpu for" \
@@ -148,11 +153,10 @@ MAX_PIXELS=${MAX_PIXELS:-${recipe_facts%% *}}; RECIPE_CALLBACKS=${recipe_facts#*
 [ -n "$MAX_PIXELS" ] || fail RECIPE "sets no MAX_PIXELS (--env MAX_PIXELS=N): give MAX_PIXELS"
 need_int MAX_PIXELS 3136
 
-# ---------------------------------------------------------------- set-up
+# ---------------------------------------------------------------- environment, helpers
 export MAX_PIXELS HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONUNBUFFERED=1
 # NVLink multicast stays off on this host (a program using it can take the host's GPUs out of service)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-mkdir -p "$W/state" "$W/logs" "$W/kit" "$RESULTS/logs" || fail W "cannot create '$W'"
 PREDS=$W/preds; KIT=$W/kit
 M="make --no-print-directory $MAKE_SETUP PY=$PY"
 if [ "$DEVICE" = cuda ]; then ONE=0; TWO=0,1; DP_ARGS=; else ONE=; TWO=; DP_ARGS="--workers 2"; fi
@@ -160,9 +164,12 @@ T0=$(date +%s); INVOCATION=$T0
 say() { echo "[two_gpu $(( $(date +%s) - T0 ))s] $*"; }
 left() { echo $(( T0 + BUDGET - $(date +%s) )); }
 within() {  # the command and everything it starts (one process group) get SIGTERM at the deadline, SIGKILL 30 s on
+  if [ -n "${PLAN:-}" ]; then printf '%q ' "$@"; echo; return 0; fi   # PLAN=1: show it, run nothing
   local secs; secs=$(left); (( secs > 0 )) || secs=1   # (timeout 0 would mean no limit)
   timeout -k 30 "$secs" "$@"
 }
+
+words() { local IFS=' '; echo "$*"; }   # flags joined by single spaces (empty parts dropped by the caller's split)
 
 SAMPLER=
 pack() {  # every invocation's end: comparisons, the summary, small results travel back (models and predictions not)
@@ -193,7 +200,6 @@ compare() {  # base-pred stage...: each stage's predictions against the base's, 
       2>> "$RESULTS/logs/compare.log" || echo "compare $s: $(tail -1 "$RESULTS/logs/compare.log")"
   done
 }
-trap pack EXIT
 
 stash_and_install() {  # STACK folders -> $W/kit; install every kit folder whose wheels are complete and not installed
   local dir dest todo=() name sha pieces
@@ -227,28 +233,6 @@ stash_and_install() {  # STACK folders -> $W/kit; install every kit folder whose
   printf 'stack\t%s\t0\t%s\t%s\t%s\t1\n' $(( $(date +%s) - s )) "$INVOCATION" "$s" "$(date +%s)" \
     >> "$RESULTS/stage_times.tsv"
 }
-stash_and_install || { say "installing the wheels failed (above; $W/logs/stack.log)"; exit 1; }
-# shellcheck disable=SC1091
-[ -f "$SITE/stack_env.sh" ] && source "$SITE/stack_env.sh"
-"$PY" -c 'import swift' 2> /dev/null \
-  || fail PY "'$PY' cannot import ms-swift: install the stack (STACK=DIR..., the first call of the plan; a fresh" \
-    "machine has lost the earlier calls' set-up)"
-if [ "$DEVICE" = cuda ] && [ ! -f "$RESULTS/gpu.txt" ]; then
-  nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader > "$RESULTS/gpu.txt"
-  echo "$(nproc) CPU cores" >> "$RESULTS/gpu.txt"
-fi
-"$PY" - > "$RESULTS/versions.txt" 2>&1 <<'EOF'
-import importlib.metadata as md, sys
-names = ('torch', 'transformers', 'ms-swift', 'vllm', 'deepspeed', 'liger-kernel', 'peft', 'triton')
-found = {}
-for name in names:
-    try:
-        found[name] = md.version(name)
-    except md.PackageNotFoundError:
-        found[name] = None
-print('python', sys.version.split()[0], found)
-EOF
-
 # ---------------------------------------------------------------- stages
 sampler_start() {  # GPU utilisation and memory every second while a stage runs (both GPUs busy = data-parallel)
   [ "$DEVICE" = cuda ] || return 0
@@ -270,9 +254,8 @@ clean() {  # a fresh measurement: what an earlier (cut or FORCEd) run of the sta
 }
 
 infer() {  # name devices extra-infer-args: make infer of the test split, N_ITEMS rows
-  mkdir -p "$PREDS"
   within env CUDA_VISIBLE_DEVICES="$2" $M infer MODEL="$BASE" DATA="$DATA" SPLIT=test-original BACKEND="$BACKEND" \
-    PRED="$PREDS/$1.jsonl" MAX_NEW_TOKENS="$MAX_NEW_TOKENS" INFER_ARGS="$3 $INFER_ARGS"
+    PRED="$PREDS/$1.jsonl" MAX_NEW_TOKENS="$MAX_NEW_TOKENS" INFER_ARGS="$(words $3 $INFER_ARGS)"
 }
 
 submit2() {  # name devices extra-args: make submit-task2 DRY_RUN=1; RUN names its default prediction files
@@ -280,23 +263,22 @@ submit2() {  # name devices extra-args: make submit-task2 DRY_RUN=1; RUN names i
   within env CUDA_VISIBLE_DEVICES="$2" $M submit-task2 MODEL="$BASE" DATA="$DATA" RUN="$W/$1" NAME="$1" \
     HUB_REPO=bench/two-gpu TEAM=submission/team.demo.json SUBMIT_DATASET="$DATA/source" DRY_RUN=1 \
     BACKEND="$BACKEND" MAX_NEW_TOKENS="$MAX_NEW_TOKENS" SUBMISSION_BUILD="$W/$1/submission" \
-    INFER_ARGS="$3 $INFER_ARGS" TASK2_ARGS="$3 $TASK2_ARGS"
+    INFER_ARGS="$(words $3 $INFER_ARGS)" TASK2_ARGS="$(words $3 $TASK2_ARGS)"
 }
 
 sft() {  # name devices extra-sft-flags: the recipe as it is + the measuring callback, SFT_STEPS optimizer steps
-  mkdir -p "$RESULTS/sft"
+  local flags="--external_plugins bench/gpu/swift_plugin.py --callbacks $RECIPE_CALLBACKS bench_perf"
+  flags+=" --per_device_train_batch_size $SFT_BATCH --max_steps $SFT_STEPS --logging_steps 5 --save_strategy no"
   within env CUDA_VISIBLE_DEVICES="$2" BENCH_OUT="$RESULTS/sft" BENCH_NAME="$1" BENCH_WARMUP="$SFT_WARMUP" \
     BENCH_PROFILE=0:0 $M sft RECIPE="$RECIPE" MODEL="$BASE" DATA="$DATA" RUN="$W/$1" \
-    SFT_ARGS="--external_plugins bench/gpu/swift_plugin.py --callbacks $RECIPE_CALLBACKS bench_perf \
-      --per_device_train_batch_size $SFT_BATCH --max_steps $SFT_STEPS --logging_steps 5 --save_strategy no \
-      --eval_strategy no --report_to none $3 $SFT_ARGS"
+    SFT_ARGS="$(words $flags --eval_strategy no --report_to none $3 $SFT_ARGS)"
 }
 
 e2e() {  # name devices [VAR=value...]: e2e.sh's stages one invocation each, while their expected time fits
   local name=$1 devices=$2 s; shift 2
   for s in "${E2E_STAGES[@]}"; do
     [ -f "$W/$name/state/$s.done" ] && continue
-    if (( $(left) < E2E_NEED[$s] * NEED_SCALE / 100 )); then
+    if [ -z "${PLAN:-}" ] && (( $(left) < E2E_NEED[$s] * NEED_SCALE / 100 )); then
       echo "e2e stage $s needs ~${E2E_NEED[$s]} s, $(left) s left: the next invocation continues"; return 124
     fi
     within env CUDA_VISIBLE_DEVICES="$devices" E2E="$W/$name" RESULTS="$RESULTS/$name" BASE="$BASE" PY="$PY" \
@@ -306,9 +288,9 @@ e2e() {  # name devices [VAR=value...]: e2e.sh's stages one invocation each, whi
 
 build_model() {
   if [ -f "$BASE/config.json" ]; then echo "model: $BASE exists, kept"; return 0; fi
-  rm -rf "$BASE.partial"
+  within rm -rf "$BASE.partial"
   within "$PY" -m bench.gpu.build_model "$BASE.partial" --device "$([ "$DEVICE" = cuda ] && echo cuda || echo cpu)" \
-    $([ "$DEVICE" = cpu ] && echo --tiny) --max-pixels "$MAX_PIXELS" && mv "$BASE.partial" "$BASE"
+    $([ "$DEVICE" = cpu ] && echo --tiny) --max-pixels "$MAX_PIXELS" && within mv "$BASE.partial" "$BASE"
 }
 
 run_stage() {
@@ -325,6 +307,7 @@ run_stage() {
     sft_1gpu)        sft sft_1gpu "$ONE" "" ;;
     sft_zero2)       sft sft_zero2 "$TWO" "--deepspeed zero2" ;;
     sft_ddp2)        sft sft_ddp2 "$TWO" "" ;;
+    sft_1gpu_bf16)   sft sft_1gpu_bf16 "$ONE" "--lora_dtype bfloat16" ;;
     e2e_1gpu)        e2e e2e_1gpu "$ONE" ;;
     e2e_2gpu)        e2e e2e_2gpu "$TWO" SFT_BATCH=8 SFT_GLOBAL=16 SFT_EXTRA="--deepspeed zero2" ;;
   esac
@@ -348,6 +331,39 @@ collect() {  # the small files a stage's numbers come from, into RESULTS (mtimes
   return 0
 }
 
+
+# ---------------------------------------------------------------- PLAN=1: the commands each stage runs, nothing run
+if [ -n "${PLAN:-}" ]; then
+  for name in "${STAGES[@]}"; do echo "# $name"; run_stage "$name"; done
+  exit 0
+fi
+
+# ---------------------------------------------------------------- set-up
+mkdir -p "$W/state" "$W/logs" "$W/kit" "$RESULTS/logs" "$RESULTS/sft" "$PREDS" || fail W "cannot create '$W'"
+trap pack EXIT
+stash_and_install || { say "installing the wheels failed (above; $W/logs/stack.log)"; exit 1; }
+# shellcheck disable=SC1091
+[ -f "$SITE/stack_env.sh" ] && source "$SITE/stack_env.sh"
+"$PY" -c 'import swift' 2> /dev/null \
+  || fail PY "'$PY' cannot import ms-swift: install the stack (STACK=DIR..., the first call of the plan; a fresh" \
+    "machine has lost the earlier calls' set-up)"
+if [ "$DEVICE" = cuda ] && [ ! -f "$RESULTS/gpu.txt" ]; then
+  nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader > "$RESULTS/gpu.txt"
+  echo "$(nproc) CPU cores" >> "$RESULTS/gpu.txt"
+fi
+"$PY" - > "$RESULTS/versions.txt" 2>&1 <<'EOF'
+import importlib.metadata as md, sys
+names = ('torch', 'transformers', 'ms-swift', 'vllm', 'deepspeed', 'liger-kernel', 'peft', 'triton')
+found = {}
+for name in names:
+    try:
+        found[name] = md.version(name)
+    except md.PackageNotFoundError:
+        found[name] = None
+print('python', sys.version.split()[0], found)
+EOF
+
+# ---------------------------------------------------------------- the stages, in order
 for name in "${STAGES[@]}"; do
   if [ -f "$W/state/$name.done" ] && [ -z "${FORCE:-}" ]; then say "skip $name (done)"; continue; fi
   if [[ $NEEDS_VLLM == *" $name "* ]] && [ "$BACKEND" = vllm ] \
