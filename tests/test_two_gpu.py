@@ -306,3 +306,55 @@ def test_sft_scaling_and_e2e_tables(tmp_path):
     md = '\n'.join(summary.issue25_md(e2e))
     assert '| sft | 100 | 60 | 1.67 |' in md and '| submit2 | 50 (exit 1) | — | — |' in md
     assert '| **stages done on both** | 190 | 105 | 1.81 |' in md
+
+
+# ---------------------------------------------------------------- carried wheels: stashed, installed when complete
+def tiny_wheel(folder: Path, name: str) -> Path:
+    """A minimal real wheel (one module) that pip installs."""
+    import zipfile
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f'{name}-1.0-py3-none-any.whl'
+    info = f'{name}-1.0.dist-info'
+    files = {f'{name}.py': 'VALUE = 1\n', f'{info}/METADATA': f'Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n',
+             f'{info}/WHEEL': 'Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n'}
+    files[f'{info}/RECORD'] = ''.join(f'{f},,\n' for f in files) + f'{info}/RECORD,,\n'
+    with zipfile.ZipFile(path, 'w') as z:
+        for f, text in files.items():
+            z.writestr(f, text)
+    return path
+
+
+@pytest.mark.slow
+def test_carried_wheels_are_installed_once_every_piece_is_here(tmp_path):
+    """A plain wheel folder installs at once; a wheel split in two pieces (carried in two calls) waits for the second
+    piece and its sha256, then installs (install_stack.sh with absolute folders: its sha256 check used to fail); a
+    later call reinstalls nothing. ~25 s: each call runs check_stack --imports."""
+    import hashlib
+    pytest.importorskip('swift')
+    plain = tiny_wheel(tmp_path / 'kit_a', 'medico_plain_pkg')
+    split = tiny_wheel(tmp_path / 'whole', 'medico_split_pkg')
+    data = split.read_bytes()
+    (tmp_path / 'kit_b').mkdir()
+    (tmp_path / 'kit_c').mkdir()
+    (tmp_path / 'kit_b' / f'{split.name}.part0').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'kit_c' / f'{split.name}.part1').write_bytes(data[len(data) // 2:])
+    (tmp_path / 'kit_c' / f'{split.name}.sha256').write_text(f'{hashlib.sha256(data).hexdigest()}  {split.name}\n')
+    site = tmp_path / 'site'
+    env = base_env(tmp_path, SITE=str(site))
+
+    def call(*kits: Path) -> subprocess.CompletedProcess:
+        proc = run_script('stack', env={**env, 'STACK': ' '.join(map(str, kits))}, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    first = call(plain.parent, tmp_path / 'kit_b')
+    assert (site / 'medico_plain_pkg.py').is_file() and not (site / 'medico_split_pkg.py').exists()
+    assert f'{split.name}: 1 piece(s) here, not all of them yet' in first.stdout
+    second = call(tmp_path / 'kit_c')
+    assert (site / 'medico_split_pkg.py').read_text() == 'VALUE = 1\n'
+    assert 'installing' in second.stdout and 'kit/kit_a' not in second.stdout.split('installing')[1].splitlines()[0]
+    third = call()
+    assert 'installing' not in third.stdout
+    assert (site / 'stack_env.sh').is_file()
+    times = summary.read_stage_times(tmp_path / 'w' / 'results' / 'stage_times.tsv')
+    assert [t['stage'] for t in times] == ['stack', 'stack']

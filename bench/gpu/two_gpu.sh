@@ -202,7 +202,7 @@ compare() {  # base-pred stage...: each stage's predictions against the base's, 
 }
 
 stash_and_install() {  # STACK folders -> $W/kit; install every kit folder whose wheels are complete and not installed
-  local dir dest todo=() name sha pieces
+  local dir dest todo=() first name sha pieces
   for dir in $STACK; do
     dest=$KIT/$(basename "$dir"); mkdir -p "$dest"; cp -p "$dir"/* "$dest"/ || return 1
     rm -f "$dest/.installed"; say "stashed $dir in $dest"
@@ -211,12 +211,13 @@ stash_and_install() {  # STACK folders -> $W/kit; install every kit folder whose
     dir=${dir%/}
     [ -f "$dir/.installed" ] || ! compgen -G "$dir/*.whl" > /dev/null || todo+=("$dir")
   done
-  for sha in "$KIT"/*/*.whl.sha256; do   # a split wheel: installable once the joined pieces match its sha256
-    [ -e "$sha" ] || continue
-    name=$(basename "$sha" .sha256)
+  for first in "$KIT"/*/*.whl.part0; do   # a split wheel: installable once the joined pieces match its sha256
+    [ -e "$first" ] || continue
+    name=$(basename "$first" .part0)
     [ -f "$KIT/.$name.installed" ] && continue
     pieces=$(ls "$KIT"/*/"$name".part* 2> /dev/null | awk -F'.part' '{print $NF, $0}' | sort -n | cut -d' ' -f2-)
-    if [ -n "$pieces" ] && [ "$(cat $pieces | sha256sum | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$sha")" ]; then
+    sha=$(ls "$KIT"/*/"$name".sha256 2> /dev/null | head -1)
+    if [ -n "$sha" ] && [ "$(cat $pieces | sha256sum | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$sha")" ]; then
       for dir in $(dirname $pieces | sort -u); do [[ " ${todo[*]} " == *" $dir "* ]] || todo+=("$dir"); done
       touch "$KIT/.$name.pending"
     else
