@@ -3,7 +3,8 @@
 The script's argument checks and stage list, the commands its stages run (PLAN=1) with the sft ones composed by the
 real launcher for 1 and 2 GPUs, compare_preds and the summary on real prediction files: the script's inference stages
 on CPU with the tiny model (`make infer` through inference.predict, one process and two worker processes), then a
-reordered, a truncated and a changed copy of the 2-worker file."""
+reordered, a truncated and a changed copy of the 2-worker file; the summary's arithmetic on files as the GPU runs
+write them (run 6's recorded perf records); carried wheel kits installed over two calls."""
 from __future__ import annotations
 
 import json
@@ -199,8 +200,9 @@ def test_inference_stages_on_cpu_give_same_rows_and_answers(cpu_run):
         'infer_dp2.timing.0.json', 'infer_dp2.timing.1.json', 'infer_dp2.timing.json']
     with tarfile.open(out / 'two_gpu_results.tgz') as tar:
         names = set(tar.getnames())
-    assert {'results/two_gpu.md', 'results/two_gpu.json', 'results/stage_times.tsv', 'results/infer/compare_infer_dp2.json',
-            'results/infer/infer_1gpu.timing.json', 'results/logs/infer_dp2.log'} <= names
+    assert {'results/two_gpu.md', 'results/two_gpu.json', 'results/stage_times.tsv',
+            'results/infer/compare_infer_dp2.json', 'results/infer/infer_1gpu.timing.json',
+            'results/logs/infer_dp2.log'} <= names
 
 
 @pytest.mark.slow
@@ -231,7 +233,8 @@ def test_compare_preds_catches_reordered_truncated_and_changed_files(cpu_run, tm
     assert proc.returncode == 0
     base, other = root / 'w' / 'preds' / 'infer_1gpu.jsonl', root / 'w' / 'preds' / 'infer_dp2.jsonl'
     lines = other.read_text().splitlines(keepends=True)
-    cases = {'reordered': [lines[1], lines[0], *lines[2:]], 'truncated': lines[:-1], 'duplicated': [*lines[:-1], lines[0]]}
+    cases = {'reordered': [lines[1], lines[0], *lines[2:]], 'truncated': lines[:-1],
+             'duplicated': [*lines[:-1], lines[0]]}
     for name, content in cases.items():
         path, report = tmp_path / f'{name}.jsonl', tmp_path / f'{name}.json'
         path.write_text(''.join(content))

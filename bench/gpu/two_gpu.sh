@@ -59,11 +59,12 @@ SCRIPT=bench/gpu/two_gpu.sh
 STAGES_ALL=(model data infer_1gpu infer_dp2 infer_tp2 infer_1gpu_warm submit2_1gpu submit2_2gpu sft_1gpu sft_zero2
             sft_ddp2 sft_1gpu_bf16 e2e_1gpu e2e_2gpu)
 declare -A ISSUE=([model]=all [data]=22-24 [infer_1gpu]=22 [infer_dp2]=22 [infer_tp2]=22 [infer_1gpu_warm]=22
-                  [submit2_1gpu]=23 [submit2_2gpu]=23 [sft_1gpu]=24 [sft_zero2]=24 [sft_ddp2]=24 [sft_1gpu_bf16]=24 [e2e_1gpu]=25
+                  [submit2_1gpu]=23 [submit2_2gpu]=23 [sft_1gpu]=24 [sft_zero2]=24 [sft_ddp2]=24 [sft_1gpu_bf16]=24
+                  [e2e_1gpu]=25
                   [e2e_2gpu]=25)
 declare -A GPUS=([model]=1 [data]=0 [infer_1gpu]=1 [infer_dp2]=2 [infer_tp2]=2 [infer_1gpu_warm]=1
-                 [submit2_1gpu]=1 [submit2_2gpu]=2 [sft_1gpu]=1 [sft_zero2]=2 [sft_ddp2]=2 [sft_1gpu_bf16]=1 [e2e_1gpu]=1
-                 [e2e_2gpu]=2)
+                 [submit2_1gpu]=1 [submit2_2gpu]=2 [sft_1gpu]=1 [sft_zero2]=2 [sft_ddp2]=2 [sft_1gpu_bf16]=1
+                 [e2e_1gpu]=1 [e2e_2gpu]=2)
 # Expected seconds on an H200 machine (16 cores per GPU), from the 1-GPU figures of docs/benchmarks.md; estimates
 # until measured. A resumable stage needs only enough to make progress (a model load and some rows).
 declare -A NEED=([model]=120 [data]=180 [infer_1gpu]=330 [infer_dp2]=240 [infer_tp2]=300 [infer_1gpu_warm]=270

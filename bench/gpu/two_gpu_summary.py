@@ -132,8 +132,9 @@ def issue22_md(d: dict) -> list[str]:
         return []
     backend = next(iter(d['runs'].values())).get('backend')
     lines = [f'### Issue 22: `make infer` ({backend} backend) on 1 vs 2 GPUs', '',
-             '| run | GPUs | engines × TP | rows | start-up s | items/s generating | end to end s | items/s end to end '
-             '| × 1 GPU generating | × 1 GPU end to end | same rows and order as 1 GPU | identical answers | GPU util % |',
+             '| run | GPUs | engines × TP | rows | start-up s | items/s generating | end to end s | '
+             'items/s end to end | × 1 GPU generating | × 1 GPU end to end | same rows and order as 1 GPU | '
+             'identical answers | GPU util % |',
              '|' + '---|' * 13]
     for name, r in d['runs'].items():
         c = r.get('compare_with_infer_1gpu') or {}
@@ -219,7 +220,8 @@ def issue23_md(d: dict) -> list[str]:
         return []
     stages = sorted(dict.fromkeys(k for r in d['runs'].values() for k in r['stages_s']), key=stage_order)
     parts = ['task1_answers_s', 'calibration_answers_s']
-    header = ['Task 1 answers (make infer)', 'calibration answers (make infer)'] + stages + ['rest of the build', 'total']
+    header = (['Task 1 answers (make infer)', 'calibration answers (make infer)'] + stages
+              + ['rest of the build', 'total'])
     lines = ['### Issue 23: `make submit-task2 DRY_RUN=1` on the task2_val set, 1 vs 2 GPUs, seconds', '',
              '| run | rows | calls | ' + ' | '.join(header) + ' |', '|' + '---|' * (len(header) + 3)]
 
@@ -285,7 +287,8 @@ def issue24_md(d: dict) -> list[str]:
     if not d['runs']:
         return []
     lines = ['### Issue 24: `make sft` (the default recipe, batch 32 per GPU) on 1 vs 2 GPUs', '',
-             '| run | GPUs | DeepSpeed | samples per step | steady steps | s/step | samples/s | tokens/s | MFU per GPU |'
+             '| run | GPUs | DeepSpeed | samples per step | steady steps | s/step | samples/s | tokens/s | '
+             'MFU per GPU |'
              ' peak alloc / reserved GiB | loss first → last | scaling efficiency | vs 1 GPU, bf16 adapters |',
              '|' + '---|' * 13]
     for name, r in d['runs'].items():
@@ -345,7 +348,8 @@ def issue25_md(d: dict) -> list[str]:
         ok = a and b and a['rc'] == 0 and b['rc'] == 0
         if ok:
             both = both[0] + a['seconds'], both[1] + b['seconds']
-        lines.append(f'| {stage} | {cell(a)} | {cell(b)} | {_num(_ratio(a["seconds"], b["seconds"])) if ok else "—"} |')
+        ratio = _num(_ratio(a['seconds'], b['seconds'])) if ok else '—'
+        lines.append(f'| {stage} | {cell(a)} | {cell(b)} | {ratio} |')
     lines += [f'| **stages done on both** | {both[0]:,.0f} | {both[1]:,.0f} | {_num(_ratio(*both))} |', '']
     return lines
 
@@ -370,9 +374,10 @@ def summarize(results: Path) -> tuple[dict, str]:
     md += issue22_md(data['issue22']) + issue23_md(data['issue23']) + issue24_md(data['issue24'])
     md += issue25_md(data['issue25'])
     if data['stage_times']:
-        md += ['### Stage times of the script (s, all invocations)', '', '| stage | seconds | invocations | last exit |',
-               '|---|---|---|---|']
-        md += [f"| {k} | {v['seconds']:,} | {v['invocations']} | {v['last_rc']} |" for k, v in data['stage_times'].items()]
+        md += ['### Stage times of the script (s, all invocations)', '',
+               '| stage | seconds | invocations | last exit |', '|---|---|---|---|']
+        md += [f"| {k} | {v['seconds']:,} | {v['invocations']} | {v['last_rc']} |"
+               for k, v in data['stage_times'].items()]
     return data, '\n'.join(md) + '\n'
 
 
