@@ -14,13 +14,16 @@
 # Variables: E2E (/tmp/e2e), BASE (the 7B-shape base model, $E2E/model; an existing one is reused), RESULTS
 # ($E2E/results), TARBALL (also pack RESULTS into this .tgz), MAKE_SETUP (SETUP=none: the already-installed stack;
 # before that switch exists use MAKE_SETUP="-o .venv/.medico-setup"), PY (python3), IMAGES_N (synthetic images, 160),
-# SFT_STEPS (4), SFT_BATCH (16), TASK2_LIMIT (4), MAX_NEW_TOKENS (64). Stages can run in groups, one invocation each
+# SFT_STEPS (4), SFT_BATCH (16, per GPU), SFT_GLOBAL (SFT_BATCH: samples per optimizer step; on N GPUs a multiple
+# of N x SFT_BATCH), SFT_EXTRA (more sft flags, e.g. --deepspeed zero2), TASK2_LIMIT (4), MAX_NEW_TOKENS (64).
+# Stages can run in groups, one invocation each
 # (e.g. `model data prepare sft export`, then `infer score submit1`, then `submit2`): the state carries over.
 set -uo pipefail
 E2E=${E2E:-/tmp/e2e}; RESULTS=${RESULTS:-$E2E/results}; PY=${PY:-python3}
 MAKE_SETUP=${MAKE_SETUP:-SETUP=none}
 BASE=${BASE:-$E2E/model}   # the 7B-shape base model; an existing one (e.g. the benchmarks') is reused, not rebuilt
 IMAGES_N=${IMAGES_N:-160}; SFT_STEPS=${SFT_STEPS:-4}; SFT_BATCH=${SFT_BATCH:-16}; TASK2_LIMIT=${TASK2_LIMIT:-4}
+SFT_GLOBAL=${SFT_GLOBAL:-$SFT_BATCH}; SFT_EXTRA=${SFT_EXTRA:-}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -127,7 +130,7 @@ run_stage() {
     prepare) stage prepare $M prepare DATASET=$E2E/synthetic DATA=$DATA AUG_K=1 ;;
     sft)     stage sft $M sft $COMMON MODEL=$BASE SFT_ARGS="--max_steps $SFT_STEPS --save_steps $SFT_STEPS \
                --eval_steps $SFT_STEPS --logging_steps 1 --per_device_train_batch_size $SFT_BATCH \
-               --global_batch $SFT_BATCH --report_to none" ;;
+               --global_batch $SFT_GLOBAL --report_to none $SFT_EXTRA" ;;
     export)  stage export $M export $COMMON ;;
     infer)   stage infer $M infer $COMMON SPLIT=task1_public-original BACKEND=vllm PRED=$TASK1 ;;
     score)   stage score $M score PRED=$TASK1 REPORT=$E2E/reports/task1 ;;

@@ -22,7 +22,8 @@ for first in $(ls "$@" 2>/dev/null | grep -E '\.whl\.part0$' | sort -u); do
     | cut -d' ' -f2- | xargs cat > "$JOIN/$name"
   for dir in "$@"; do
     if [ -f "$dir/$name.sha256" ]; then
-      (cd "$JOIN" && sed "s#  .*#  $name#" "$OLDPWD/$dir/$name.sha256" | sha256sum -c --quiet) \
+      sums=$(cd "$dir" && pwd)/$name.sha256   # absolute: DIR may be given relative or absolute
+      (cd "$JOIN" && sed "s#  .*#  $name#" "$sums" | sha256sum -c --quiet) \
         || { echo "error: $name: joined pieces do not match $dir/$name.sha256 (a piece missing?)" >&2; exit 1; }
     fi
   done

@@ -199,10 +199,12 @@ class BenchPerf(TrainerCallback):
                    shapes=self.shapes, triton_compiles=self.triton_compiles,
                    gc_pauses=self.gc_pauses, compile_times=self._compile_times(),
                    profile=getattr(self, 'profile', None))
+        print('[bench] perf', json.dumps(res), flush=True)
+        if int(os.environ.get('RANK', '0')) != 0:   # data-parallel: one file, from rank 0 (every rank logs its line)
+            return
         os.makedirs(self.out, exist_ok=True)
         with open(os.path.join(self.out, f'perf_{self.name}.json'), 'w') as f:
             json.dump(res, f, indent=1)
-        print('[bench] perf', json.dumps(res), flush=True)
 
 
 callbacks_map['bench_perf'] = BenchPerf
