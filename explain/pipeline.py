@@ -175,12 +175,11 @@ def _distribution(ious: list[float]) -> dict:
             'iou_histogram': [int(n) for n in hist]}
 
 
-def evaluate_geometry(records: list[dict], scenes: dict[str, dict], heatmaps, masks_root=None) -> dict:
+def evaluate_geometry(records: list[dict], scenes: dict[str, dict], heatmap_of, masks_root=None) -> dict:
     """Box IoU vs truth (best pair per row: its distribution, share >= 0.5) and heatmap mass inside the true region vs
     that region's area share, over the true boxes and, with `masks_root` (the synthetic copy holding masks/), over the
-    objects' exact pixels. `heatmaps`: {val_id: [H, W] map} or a function val_id -> map (None: no heatmap).
+    objects' exact pixels. `heatmap_of`: val_id -> [H, W] map, or None for no heatmap (one map at a time in memory).
     A row "has truth" when its question's objects are in the image; a box on a row without truth is counted apart."""
-    heatmap_of = heatmaps.get if isinstance(heatmaps, dict) else heatmaps
     ious, no_box, box_without_truth = [], 0, 0
     regions = {'box': ([], []), 'mask': ([], [])}   # (mass inside, area share) per row
     for rec in records:

@@ -311,7 +311,7 @@ def test_evaluate_geometry_against_the_drawn_objects(synthetic_dataset):
         maps[val_id] = true_mask(g, question, labels).astype(np.float64)
     records.append({'val_id': 99, 'img_id': without['img_id'], 'question': question,
                     'visual_explanation': [{'type': 'bounding_box', 'data': [[1, 1, 20, 20]]}]})
-    geo = evaluate_geometry(records, scenes, maps, masks_root=synthetic_dataset)
+    geo = evaluate_geometry(records, scenes, maps.get, masks_root=synthetic_dataset)
     n = len(with_polyps)
     assert geo['rows_with_truth'] == geo['rows_with_box'] == n and geo['rows_without_truth_with_box'] == 1
     assert geo['mean_best_iou'] == 1.0 and geo['iou_at_0_5'] == 1.0 and geo['iou_histogram'][-1] == n
@@ -327,5 +327,5 @@ def test_evaluate_geometry_against_the_drawn_objects(synthetic_dataset):
     shifted = [{**r, 'visual_explanation': [{'type': 'bounding_box', 'data': [
         [x1 + (x2 - x1) // 2, y1, x2 + (x2 - x1) // 2, y2] for x1, y1, x2, y2 in r['visual_explanation'][0]['data']]}]}
         for r in records[:n]]
-    moved = evaluate_geometry(shifted, scenes, {})
+    moved = evaluate_geometry(shifted, scenes, lambda val_id: None)
     assert moved['iou_at_0_5'] == 0.0 and 0.2 < moved['iou_quantiles']['p50'] < 0.5 and moved['heatmap_rows'] == 0
