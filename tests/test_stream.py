@@ -187,6 +187,7 @@ def test_uninterrupted_run_streams_in_order_with_timing(uninterrupted):
     run = timing['stream']
     assert run['rows'] == N_ROWS and run['steps'] == N_ROWS   # batch size 1: one engine step per row
     assert sum(run['timeline']['finished']) == N_ROWS
+    assert 0 <= run['first_handover_s'] <= run['parent_s']['submit'] + 0.01   # the first hand-over, on its own
     assert 0 < timing['startup_s'] <= timing['answered_s'] <= timing['end_to_end_s']
 
 
