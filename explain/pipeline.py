@@ -176,11 +176,16 @@ def _distribution(ious: list[float]) -> dict:
 
 
 def evaluate_geometry(records: list[dict], scenes: dict[str, dict], heatmap_of, masks_root=None) -> dict:
-    """Box IoU vs truth (best pair per row: its distribution, share >= 0.5) and heatmap mass inside the true region vs
-    that region's area share, over the true boxes and, with `masks_root` (the synthetic copy holding masks/), over the
-    objects' exact pixels. `heatmap_of`: val_id -> [H, W] map, or None for no heatmap (one map at a time in memory).
-    A row "has truth" when its question's objects are in the image; a box on a row without truth is counted apart."""
+    """Box IoU vs truth and heatmap mass inside the true region vs that region's area share, over the true boxes and,
+    with `masks_root` (the synthetic copy holding masks/), over the objects' exact pixels. `heatmap_of`: val_id ->
+    [H, W] map, or None for no heatmap (one map at a time in memory).
+    A row "has truth" when its question's objects are in the image. Boxes are measured two ways: per row with truth,
+    its best box-truth pair (distribution, share >= 0.5; a box on a row without truth is counted apart); and per
+    emitted box, every box of every row whose image is in `scenes`, each at its IoU with the best-matching true object
+    of its row, 0 where the row has none (`emitted_box_iou_at_0_5`: issue 21's "share of the boxes it emits with IoU
+    >= 0.5")."""
     ious, no_box, box_without_truth = [], 0, 0
+    emitted = []   # one IoU per emitted box
     regions = {'box': ([], []), 'mask': ([], [])}   # (mass inside, area share) per row
     for rec in records:
         scene = scenes.get(rec['img_id'])
@@ -188,6 +193,7 @@ def evaluate_geometry(records: list[dict], scenes: dict[str, dict], heatmap_of, 
             continue
         truth = true_boxes(scene, rec['question'])
         pred = [b for v in rec['visual_explanation'] if v['type'] == 'bounding_box' for b in v['data']]
+        emitted += [max((grounding.iou(p, t) for t in truth), default=0.0) for p in pred]
         if not truth:
             box_without_truth += bool(pred)
             continue
@@ -220,6 +226,8 @@ def evaluate_geometry(records: list[dict], scenes: dict[str, dict], heatmap_of, 
     return {'rows_with_truth': len(ious) + no_box, 'rows_with_box': len(ious), 'rows_without_box': no_box,
             'rows_without_truth_with_box': box_without_truth, 'mean_best_iou': mean(ious),
             'iou_at_0_5': mean([v >= 0.5 for v in ious]), **_distribution(ious),
+            'emitted_boxes': len(emitted), 'emitted_box_mean_iou': mean(emitted),
+            'emitted_box_iou_at_0_5': mean([v >= 0.5 for v in emitted]),
             'heatmap_rows': len(box_mass), 'mean_heatmap_mass_inside': mean(box_mass),
             'mean_true_area_share': mean(box_share),
             'heatmap_rows_above_share': mean([m > a for m, a in zip(box_mass, box_share)]),

@@ -255,15 +255,19 @@ def readme(name: str, args, report: dict) -> str:
         q = geo.get('iou_quantiles') or {}
         lines += ['', 'Against the true geometry of the synthetic set:', '',
                   '| rows with a true region | with a box | mean best IoU | IoU p10 / p50 / p90 | IoU >= 0.5 | '
-                  'boxes where nothing is | heatmap mass inside the box(es) | their area share | inside the mask | '
-                  'its area share |', '|---|---|---|---|---|---|---|---|---|---|',
+                  'boxes where nothing is | emitted boxes | of them IoU >= 0.5 | heatmap mass inside the box(es) | '
+                  'their area share | inside the mask | its area share |', '|---' * 12 + '|',
                   f'| {geo["rows_with_truth"]} | {geo["rows_with_box"]} | {_fmt(geo["mean_best_iou"])} | '
                   + (' / '.join(_fmt(q[k], 2) for k in ('p10', 'p50', 'p90')) if q else '—') +
                   f' | {_fmt(geo["iou_at_0_5"])} | {geo.get("rows_without_truth_with_box", "—")} | '
+                  f'{geo.get("emitted_boxes", "—")} | {_fmt(geo.get("emitted_box_iou_at_0_5"))} | '
                   f'{_fmt(geo["mean_heatmap_mass_inside"])} | {_fmt(geo["mean_true_area_share"])} | '
                   f'{_fmt(geo.get("mean_heatmap_mass_inside_mask"))} | {_fmt(geo.get("mean_true_mask_share"))} |',
-                  '', 'A heatmap mass above the area share means the map concentrates on the true region more than '
-                  'a uniform map would; the mask is the objects\' exact pixels (data_prep.synthetic\'s masks/).']
+                  '', 'IoU >= 0.5 per row: the best box-truth pair of each row with a true region; per emitted box: '
+                  'every box of every row, at its IoU with the best-matching true object of its row (0 where the row '
+                  'has none).', '', 'A heatmap mass above the area share means the map concentrates on the true '
+                  'region more than a uniform map would; the mask is the objects\' exact pixels '
+                  '(data_prep.synthetic\'s masks/).']
     return '\n'.join(lines) + '\n'
 
 

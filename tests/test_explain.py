@@ -329,3 +329,36 @@ def test_evaluate_geometry_against_the_drawn_objects(synthetic_dataset):
         for r in records[:n]]
     moved = evaluate_geometry(shifted, scenes, lambda val_id: None)
     assert moved['iou_at_0_5'] == 0.0 and 0.2 < moved['iou_quantiles']['p50'] < 0.5 and moved['heatmap_rows'] == 0
+
+
+def test_evaluate_geometry_counts_every_emitted_box(synthetic_dataset):
+    """Issue 21's box share is over the boxes the model emits: extra boxes on a row and boxes on a row without the
+    object count against it, while the per-row figures (best pair of a row with the object) do not see them."""
+    from common.io import read_jsonl
+    from explain.pipeline import evaluate_geometry, true_boxes
+    scenes = {g['img_id']: g for g in read_jsonl(synthetic_dataset / 'geometry.jsonl')}
+    question = 'Where in the image is the polyp?'
+    with_polyps = [g for g in scenes.values() if g['polyps']]
+    without = next(g for g in scenes.values() if not g['polyps'])
+    corner = [[0, 0, 2, 2], [1, 1, 3, 3]]   # 2 x 2 px: IoU far below 0.5 with any drawn polyp
+    records = [{'val_id': i, 'img_id': g['img_id'], 'question': question,
+                'visual_explanation': [{'type': 'bounding_box', 'data': [true_boxes(g, question)[0], *corner]}]}
+               for i, g in enumerate(with_polyps)]
+    records.append({'val_id': 99, 'img_id': without['img_id'], 'question': question,   # a false positive row
+                    'visual_explanation': [{'type': 'bounding_box', 'data': [[1, 1, 20, 20]]}]})
+    records.append({'val_id': 98, 'img_id': 'not-in-the-synthetic-set', 'question': question,
+                    'visual_explanation': [{'type': 'bounding_box', 'data': [[1, 1, 20, 20]]}]})   # no scene: skipped
+    geo = evaluate_geometry(records, scenes, lambda val_id: None)
+    n = len(with_polyps)
+    assert geo['rows_with_box'] == n and geo['iou_at_0_5'] == 1.0 and geo['rows_without_truth_with_box'] == 1
+    assert geo['emitted_boxes'] == 3 * n + 1
+    assert geo['emitted_box_iou_at_0_5'] == pytest.approx(n / (3 * n + 1))
+    assert geo['emitted_box_mean_iou'] < n / (3 * n + 1) + 0.01
+    # only the exact boxes and the false positive: the false positive alone keeps the share below 1
+    exact = [{**r, 'visual_explanation': [{'type': 'bounding_box', 'data': r['visual_explanation'][0]['data'][:1]}]}
+             for r in records[:n]] + records[n:]
+    geo = evaluate_geometry(exact, scenes, lambda val_id: None)
+    assert geo['emitted_boxes'] == n + 1 and geo['emitted_box_iou_at_0_5'] == pytest.approx(n / (n + 1))
+    assert geo['iou_at_0_5'] == 1.0
+    none = evaluate_geometry([{**r, 'visual_explanation': []} for r in records], scenes, lambda val_id: None)
+    assert none['emitted_boxes'] == 0 and none['emitted_box_iou_at_0_5'] is None

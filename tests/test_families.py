@@ -125,6 +125,29 @@ def test_boxes_map_back_through_each_familys_resize(family_name, resized_wh, tin
         assert not wrong or grounding.iou(wrong[0]['box'], TRUTH) < 0.2
 
 
+# ---------------------------------------------------------------- the H200 shapes (no weights allocated)
+@pytest.mark.parametrize('arch, counts', [
+    ('qwen2_5_vl', dict(total=8_292_166_656, llm_linear=7_070_285_824, vit_blocks_linear=629_964_800,
+                        vit_patch_embed=1_505_280, vit_merger_linear=44_564_480)),
+    ('qwen3_vl', dict(total=8_767_123_696, llm_linear=7_568_097_280, vit_blocks_linear=411_070_464,
+                      vit_patch_embed=1_769_472, vit_merger_linear=160_432_128)),
+    ('gemma3', dict(total=4_300_079_472, llm_linear=3_879_895_040, vit_blocks_linear=411_070_464,
+                    vit_patch_embed=677_376, vit_merger_linear=2_949_120)),
+])
+def test_real_size_shapes_have_the_documented_parameter_counts(arch, counts):
+    """The shapes bench.gpu.build_model builds for the H200 runs (Qwen2.5-VL-7B, Qwen3-VL-8B, MedGemma-4B), built on
+    the meta device: the totals and the matmul weights of the MFU formula docs/benchmarks.md quotes."""
+    import torch
+
+    from bench.gpu.build_model import build, param_counts
+    cls, cfg, _, _ = build(arch, False, False)
+    with torch.device('meta'):
+        model = cls._from_config(cfg, dtype=torch.bfloat16)
+    got = param_counts(model, arch)
+    assert {k: got[k] for k in counts} == counts
+    assert got['merger_tokens_per_patch'] == (1 / 16 if arch == 'gemma3' else 1 / 4)
+
+
 def test_relative_prompt_and_training_rows_round_trip(tmp_path):
     """`make grounding-data ARCH=gemma3|qwen3_vl` rows: the prompt states the 0..1000 convention, the answer is the
     mask's box in it, and explain.grounding maps that answer back to the mask's box."""

@@ -1,8 +1,9 @@
 """The model trained from scratch on the GPU (bench/gpu/learned.sh): everything of it that runs without a GPU.
 
 The small Qwen2.5-VL's shapes and a real forward pass, its recipe against the builder and the plugin, the training
-deadline callback with transformers' own trainer state, the script's argument checks, and (slow) the whole script
-end to end on CPU at toy size: a deadline stop, a resumed run, every stage, the numbers and the packed results."""
+deadline callback with transformers' own trainer state, the script's argument checks, its numbers on a hand-made work
+folder where the thresholds are met, and (slow) the whole script end to end on CPU at toy size: a deadline stop, a
+resumed run, every stage, the numbers and the packed results."""
 from __future__ import annotations
 
 import json
@@ -183,6 +184,118 @@ def test_vllm_backend_is_refused_only_while_a_stage_needing_it_is_left(tmp_path)
     (work / 'state' / 'untrained.done').touch()   # done already: nothing left that needs vLLM
     proc = run_script('untrained', env=env)
     assert proc.returncode == 0 and 'skip untrained (done)' in proc.stdout, proc.stderr
+
+
+# ---------------------------------------------------------------- the numbers, from a hand-made work folder
+# Test-subset rows as make infer / make baseline write them (data_prep.to_swift's sidecar + prediction): the learned
+# model answers the count questions word for word and the instrument one wrongly, the class prior the reverse.
+TEST_ROWS = [('how many polyps are visible?', 'polyp_count', 'three polyps'),
+             ('how many polyps are there?', 'polyp_count', 'one polyp'),
+             ('count the polyps', 'polyp_count', 'two polyps'),
+             ('is an instrument present?', 'instrument_presence', 'yes instrument present')]
+WRONG = 'zebra'   # shares no word with any reference
+
+
+def _prediction_rows(predict) -> list[dict]:
+    return [{'img_id': f'img{i}', 'question': q, 'question_class': [c], 'complexity': 1, 'split': 'task1_public',
+             'setting': 'original', 'reference': ref, 'image': f'/data/images/original/img{i}.jpg', 'index': i,
+             'prediction': predict(c, ref)} for i, (q, c, ref) in enumerate(TEST_ROWS)]
+
+
+def _task2_build(work: Path, synthetic_dataset: Path, rows_with_an_extra_box: int) -> int:
+    """submission/task2/learned as make submit-task2 leaves it (submission lines, report/report.json with the
+    geometry evaluate_geometry computes on them): every polyp frame with its exact box, the first
+    `rows_with_an_extra_box` of them also with a 2 x 2 px box in the corner, and one false-positive box on a frame
+    without a polyp. Returns the number of polyp rows."""
+    from common.io import read_jsonl, write_json, write_jsonl
+    from explain.confidence import calibration_report
+    from explain.pipeline import evaluate_geometry, true_boxes
+    scenes = {g['img_id']: g for g in read_jsonl(synthetic_dataset / 'geometry.jsonl')}
+    question = 'Where in the image is the polyp?'
+    with_polyps = [g for g in scenes.values() if g['polyps']]
+    without = next(g for g in scenes.values() if not g['polyps'])
+    boxes = [true_boxes(g, question)[:1] + [[0, 0, 2, 2]] * (i < rows_with_an_extra_box)
+             for i, g in enumerate(with_polyps)]
+    lines = []
+    for val_id, (g, data) in enumerate([*zip(with_polyps, boxes), (without, [[1, 1, 20, 20]])]):
+        lines.append({'val_id': val_id, 'img_id': g['img_id'], 'question': question, 'answer': 'upper-left',
+                      'textual_explanation': 'The polyp lies at the upper-left.', 'confidence_score': 0.5,
+                      'visual_explanation': [{'type': 'bounding_box', 'data': data, 'description': 'Box(es).'}]})
+    build = work / 'submission' / 'task2' / 'learned'
+    write_jsonl(build / 'submission_task2.jsonl', lines)
+    _, calibration, _ = calibration_report([0.9, 0.8, 0.3, 0.6], [1, 1, 0, 0])
+    kept = sum(len(v['data']) for line in lines for v in line['visual_explanation'])
+    write_json(build / 'report' / 'report.json', {
+        'rows': len(lines), 'boxes': {'outputs': len(lines), 'kept': kept, 'unparseable': 0, 'out_of_bounds': 0},
+        'calibration': calibration, 'geometry': evaluate_geometry(lines, scenes, lambda val_id: None)})
+    return len(with_polyps)
+
+
+def test_numbers_of_a_model_that_learned(tmp_path, synthetic_dataset):
+    """learned_numbers on a work folder where the model beat the baselines: both thresholds met with their numbers,
+    the per-class margins, and the parts that did not run reported as missing with the file looked for. The box
+    threshold counts every emitted box: extra boxes and a box where nothing is pull it down, the per-row share not."""
+    from bench.gpu import learned_numbers
+    from common.io import write_jsonl
+    work, out = tmp_path / 'w', tmp_path / 'results'
+    preds = work / 'preds'
+    write_jsonl(preds / 'learned' / 'task1_public-original.jsonl',
+                _prediction_rows(lambda c, ref: ref if c == 'polyp_count' else WRONG))
+    write_jsonl(preds / 'untrained' / 'task1_public-original.jsonl', _prediction_rows(lambda c, ref: WRONG))
+    write_jsonl(preds / 'baseline' / 'nearest_question.jsonl', _prediction_rows(lambda c, ref: WRONG))
+    write_jsonl(preds / 'baseline' / 'class_prior.jsonl',
+                _prediction_rows(lambda c, ref: ref if c == 'instrument_presence' else WRONG))
+    write_jsonl(work / 'prepared' / 'swift' / 'task1_public-original.jsonl', [{'messages': []}] * len(TEST_ROWS))
+    n = _task2_build(work, synthetic_dataset, rows_with_an_extra_box=1)   # n exact boxes of n + 2 emitted
+    assert n >= 2
+    out.mkdir()
+    (out / 'stage_times.tsv').write_text('data\t12\t0\t1700000000\nsft\t300\t3\t1700000000\nsft\t200\t0\t1700000600\n')
+
+    assert learned_numbers.main(['--work', str(work), '--out', str(out)]) == 0
+    r = json.loads((out / 'learned.json').read_text())
+    text = r['text']
+    assert set(text['runs']) == {'learned', 'untrained', 'baseline nearest_question', 'baseline class_prior'}
+    assert text['missing'] == {
+        'learned (augmented images)': str(preds / 'learned' / 'task1_public-augmented.jsonl')}
+    c = text['text_criterion']
+    assert c['best_baseline'] == 'baseline class_prior' and c['threshold'] == 0.10
+    assert c['rougeL_margin'] >= 0.10 and c['met'] is True
+    assert text['classes'] == {
+        'polyp_count': {'n': 3, 'learned': 1.0, 'best_baseline': 0.0, 'untrained': 0.0, 'margin': 1.0},
+        'instrument_presence': {'n': 1, 'learned': 0.0, 'best_baseline': 1.0, 'untrained': 0.0, 'margin': -1.0}}
+    assert text['learned_classes'] == ['polyp_count']
+
+    s2 = r['subtask2']
+    assert s2['rows'] == s2['rows_with_box'] == n + 1 and s2['share_with_box'] == 1.0
+    assert s2['geometry']['iou_at_0_5'] == 1.0 and s2['geometry']['rows_without_truth_with_box'] == 1
+    assert s2['box_criterion'] == {'emitted_box_iou_at_0_5': pytest.approx(n / (n + 2)),
+                                   'emitted_boxes': n + 2, 'threshold': 0.5, 'met': True}
+    assert 'reliability_diagram' not in s2 and not (out / 'reliability.png').exists()   # none was drawn
+    assert s2['calibration']['before']['n'] == 4
+
+    assert r['training'] == {'missing': f'{work / "run"}: no v*/logging.jsonl yet (train first: make sft)'}
+    assert r['data'] == {'task1_public-original': len(TEST_ROWS)}   # the splits not written are left out
+    assert r['stage_times']['stages'] == {'data': {'seconds': 12, 'runs': 1, 'last_exit': 0},
+                                          'sft': {'seconds': 500, 'runs': 2, 'last_exit': 0}}
+    assert r['stage_times']['invocations'] == 2
+    md = (out / 'learned.md').read_text()
+    assert f'Training: not run ({work / "run"}: no v*/logging.jsonl yet' in md
+    assert f'| learned (augmented images) | not run ({preds / "learned" / "task1_public-augmented.jsonl"}) |' in md
+    assert '**Text threshold (ROUGE-L >= best blind baseline + 0.1): met** — margin +' in md
+    assert f'**Box threshold (>= 50% of emitted boxes at IoU >= 0.5): met** — {n / (n + 2):.4f} of {n + 2} ' \
+           'emitted boxes.' in md
+    assert '| polyp_count | 3 | 1.0000 | 0.0000 | 0.0000 | +1.0000 |' in md
+    assert 'Classes at least 0.1 above the best baseline: polyp_count.' in md
+
+    # a corner box on every row: each row still has its exact box (per-row share 1.0), the emitted boxes fall below half
+    _task2_build(work, synthetic_dataset, rows_with_an_extra_box=n)
+    s2 = learned_numbers.subtask2(work, out)
+    assert s2['geometry']['iou_at_0_5'] == 1.0
+    assert s2['box_criterion'] == {'emitted_box_iou_at_0_5': pytest.approx(n / (2 * n + 1)),
+                                   'emitted_boxes': 2 * n + 1, 'threshold': 0.5, 'met': False}
+    # nothing built: the part is missing, with the file looked for
+    assert learned_numbers.subtask2(tmp_path / 'empty', out) == {
+        'missing': str(tmp_path / 'empty' / 'submission' / 'task2' / 'learned' / 'report' / 'report.json')}
 
 
 # ---------------------------------------------------------------- the whole script, toy size, on CPU

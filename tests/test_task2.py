@@ -220,6 +220,8 @@ def test_full_build_on_the_tiny_model(tmp_path, tiny_model_dir, synthetic_datase
     assert (out / 'visuals' / 'heatmap_scale.png').is_file()
     readme = (out / 'README.md').read_text()
     assert 'heatmap mass inside' in readme and 'a sample of 6 of its 6 predictions' in readme
+    geo = report['geometry']   # the synthetic set's true geometry: per row and per emitted box
+    assert geo['emitted_boxes'] == report['boxes']['kept'] and '| emitted boxes | of them IoU >= 0.5 |' in readme
     assert 'Calibration measured on 6 held-out labelled rows' in readme and 'Rewrite check: ' in readme
     assert f'## Gallery: {N_VAL} of {N_VAL} rows' in readme and '](report/index.html)' in readme
     for ref in re.findall(r'!\[[^\]]*\]\(([^)]+)\)', readme):   # every picture the hub would render is there
