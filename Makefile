@@ -56,6 +56,7 @@ SERVE_ARGS ?=#                          serve: extra `swift deploy` flags, e.g. 
 IMAGE   ?=#                             ask: one image file
 Q       ?=#                             ask: the question
 URL     ?=#                             ask: a running server (http://127.0.0.1:8000/v1) instead of loading MODEL here
+EXPLAIN ?=#                             ask: EXPLAIN=1 adds the answer's Subtask 2 explanation (with MODEL, not URL)
 # ---- submission ---------------------------------------------------------------------------------------------------
 HUB_REPO ?=#                            user/name of the Hugging Face model repo the organizers will run
 TEAM    ?= submission/team.json#        team details (copy submission/team.example.json and fill it in)
@@ -144,9 +145,13 @@ serve: $(STACK) ## OpenAI-compatible endpoint for MODEL (default RUN/merged) at 
 	$(PY) -m inference.serve --model $(INFER_MODEL) --host $(SERVE_HOST) --port $(SERVE_PORT) --backend $(BACKEND) \
 	  $(if $(SERVE_ARGS),-- $(SERVE_ARGS))
 
-ask: $(STACK) ## one answer for IMAGE and question Q from MODEL (or from a running server at URL)
-	$(PY) -m inference.ask --image "$(IMAGE)" --question "$(Q)" $(if $(URL),--url $(URL),--model $(INFER_MODEL) \
-	  --backend $(BACKEND)) --max-new-tokens $(MAX_NEW_TOKENS)
+# EXPLAIN=1 calibrates the confidence with CALIBRATION when that file exists (`make submit-task2` makes it) or is given
+ASK_CALIBRATION = $(if $(and $(CALIBRATION),$(or $(wildcard $(CALIBRATION)),\
+  $(filter command line,$(origin CALIBRATION)))),--calibration-data $(CALIBRATION) --calibration-rows $(CALIBRATION_ROWS))
+ASK_MODULE = $(if $(EXPLAIN),explain.ask,inference.ask)
+ask: $(STACK) ## one answer for IMAGE and question Q from MODEL (or a server at URL); EXPLAIN=1: + its explanation
+	$(PY) -m $(ASK_MODULE) --image "$(IMAGE)" --question "$(Q)" $(if $(URL),--url $(URL),--model $(INFER_MODEL) \
+	  --backend $(BACKEND)) --max-new-tokens $(MAX_NEW_TOKENS) $(if $(EXPLAIN),$(ASK_CALIBRATION))
 
 score: $(STACK) ## score PRED exactly like the leaderboard (BLEU, ROUGE-1/2/L, METEOR) + a report in REPORT
 	$(PY) -m eval.score $(PRED) --report $(REPORT)

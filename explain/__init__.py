@@ -17,6 +17,7 @@ text, grounding boxes, an occlusion heatmap and a calibrated confidence.
                 calibration, ECE / Brier / NLL
     pipeline    what a row's entry says (box and heatmap entries, the justification); evaluation against synthetic
                 geometry
+    ask         one image and question (`make ask EXPLAIN=1`): the answer, then these stages over that one row
 Generation runs on inference.backends (the Task 1 engine and decoding). Imports point backwards only (common,
-data_prep, inference); submission.task2 drives it.
+data_prep, inference); submission.task2 drives it over the val set, explain.ask over one question.
 """

@@ -383,7 +383,9 @@ def run_model_stages(s: Settings, work: Path, seen: list[str], gpus: list[str], 
                   file=sys.stderr)
             start = time.perf_counter()
             shard_lines = shards.split_contiguous(todo_lines, len(workers))
-            if not gpus and len(shard_lines) == 1:     # CPU, one process: no need to spawn (and the engine is kept)
+            # CPU, one process: no need to spawn (and the engine is kept); engines the caller loaded (explain.ask, one
+            # row) are used here on a GPU too, rather than loading the model again in a worker
+            if (not gpus or engines is not None) and len(shard_lines) == 1:
                 run_model_stages_here(s, work, group, shard_lines[0], None, engines)
             else:
                 try:
@@ -510,7 +512,8 @@ def run_visuals(s: Settings, work: Path) -> list[dict]:
 
 
 def run(work: str | os.PathLike, s: Settings, engines: Engines | None = None) -> dict:
-    """All stages over WORK/rows.jsonl; returns {'confidence', 'calibration', 'visuals'} (the CPU stages' outputs)."""
+    """All stages over WORK/rows.jsonl; returns {'confidence', 'calibration', 'visuals'} (the CPU stages' outputs).
+    `engines`: the caller's, already loaded in this process; the model stages run on them when one shard does."""
     work = Path(work)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a job's time limit, `timeout`) as an exception: workers are stopped and stage times recorded

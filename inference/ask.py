@@ -5,7 +5,8 @@
 
 With --model the model is loaded here, exactly as `make infer` loads it (same engine, template, image budget and
 greedy decoding). With --url the question goes over HTTP to a running OpenAI-compatible server (`make serve`) with
-the `openai` client. stdout holds the answer and nothing else.
+the `openai` client. stdout holds the answer and nothing else. The answer with its Subtask 2 explanation (`make ask
+EXPLAIN=1`) is explain.ask.
 """
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def check_image(path: str) -> Path:
     except (UnidentifiedImageError, OSError) as e:
         raise InputError(f'not a readable image ({e})', file=path, field='--image') from None
     return image
+
+
+def check_request(image: str, question: str, max_new_tokens: int) -> Path:
+    """The image file, once the image, question and token cap are usable (also explain.ask's checks)."""
+    path = check_image(image)
+    if not question.strip():
+        raise InputError('empty question', field='--question')
+    if max_new_tokens < 1:
+        raise InputError(f'must be >= 1, got {max_new_tokens}', field='--max-new-tokens')
+    return path
 
 
 def image_url(image: Path) -> str:
@@ -81,11 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--backend', choices=['auto', 'vllm', 'transformers'], default='auto', help='with --model')
     ap.add_argument('--max-pixels', type=int, default=None, help='with --model: image budget (default: the model\'s)')
     args = ap.parse_args(argv)
-    image = check_image(args.image)
-    if not args.question.strip():
-        raise InputError('empty question', field='--question')
-    if args.max_new_tokens < 1:
-        raise InputError(f'must be >= 1, got {args.max_new_tokens}', field='--max-new-tokens')
+    image = check_request(args.image, args.question, args.max_new_tokens)
     if args.url:
         answer = ask_server(args.url, image, args.question, args.max_new_tokens)
     else:

@@ -100,7 +100,7 @@ def write_vqa_data(out: Path, n_train: int = 12, n_val: int = 4) -> Path:
 
 def cpu_env() -> dict:
     env = {**os.environ, 'CUDA_VISIBLE_DEVICES': ''}
-    for k in ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'MAX_PIXELS'):
+    for k in ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'MAX_PIXELS', 'MIN_PIXELS'):
         env.pop(k, None)
     return env
 

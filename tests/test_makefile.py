@@ -87,6 +87,11 @@ def test_serve_ask_and_adapter_variables():
     assert 'inference.ask --image "frame.jpg" --question "Is there a polyp?" --model runs/7B_lora/merged' in dry
     dry = make('-n', '-o', '.venv/.medico-setup', 'ask', 'IMAGE=f.jpg', 'Q=q', 'URL=http://127.0.0.1:9/v1')
     assert '--url http://127.0.0.1:9/v1' in dry and '--model' not in dry
+    # EXPLAIN=1: explain.ask, calibrated with CALIBRATION when that file exists or is given (else uncalibrated)
+    dry = make('-n', '-o', '.venv/.medico-setup', 'ask', 'EXPLAIN=1', 'IMAGE=f.jpg', 'Q=q')
+    assert 'explain.ask --image "f.jpg" --question "q"' in dry and '--calibration-data' not in dry
+    dry = make('-n', '-o', '.venv/.medico-setup', 'ask', 'EXPLAIN=1', 'IMAGE=f.jpg', 'Q=q', 'CALIBRATION=/x/val.jsonl')
+    assert '--max-new-tokens 64 --calibration-data /x/val.jsonl --calibration-rows 2000' in dry
     dry = make('-n', '-o', '.venv/.medico-setup', 'infer', 'MODEL=Qwen/Qwen2.5-VL-7B-Instruct',
                'ADAPTERS=SimulaMet/Qwen2.5-VL-KvasirVQA-x1-ft')
     assert '--model Qwen/Qwen2.5-VL-7B-Instruct' in dry and '--adapters SimulaMet/Qwen2.5-VL-KvasirVQA-x1-ft' in dry

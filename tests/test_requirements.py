@@ -144,3 +144,49 @@ def test_setup_none_runs_a_real_target(tmp_path):
     assert sub.returncode == 0, sub.stderr[-2000:]
     assert (tmp_path / 'subsets' / 'task2_val.jsonl').is_file()
     assert not venv.exists()
+
+
+def _setup(venv: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(['bash', 'scripts/setup.sh'], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'VENV': str(venv), 'DEVICE': 'cpu', **env})
+
+
+def test_setup_refuses_an_unknown_installer_before_creating_anything(tmp_path):
+    venv = tmp_path / 'venv'
+    proc = _setup(venv, INSTALLER='bogus')
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert proc.stderr == "error: INSTALLER must be pip or uv (got 'bogus')\n"
+    assert not venv.exists()
+
+
+def _recording_venv(venv: Path) -> Path:
+    """A venv whose python only records its arguments: setup.sh runs for real and offline, and says what it ran."""
+    log = venv / 'calls.log'
+    (venv / 'bin').mkdir(parents=True)
+    python = venv / 'bin' / 'python'
+    python.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n')
+    python.chmod(0o755)
+    return log
+
+
+def test_setup_installs_with_uv_when_asked_and_pip_by_default(tmp_path):
+    calls = {}
+    for installer in ('uv', 'pip'):
+        venv = tmp_path / installer
+        log = _recording_venv(venv)
+        proc = _setup(venv, INSTALLER=installer)
+        assert proc.returncode == 0, proc.stderr
+        assert f'into {venv} with {installer}' in proc.stdout
+        calls[installer] = log.read_text().splitlines()
+        assert (venv / '.medico-setup').read_text().split()[::2] == ['cpu', installer]   # set, hash, installer
+    assert calls['uv'] == ['-m pip --version', '-m pip install -q --upgrade pip', '-m pip install -q uv',
+                           f'-m uv pip install --python {tmp_path}/uv/bin/python -r requirements-cpu.txt '
+                           '-r requirements-dev.txt', '-m eval.nltk_data']
+    assert calls['pip'] == ['-m pip --version', '-m pip install -q --upgrade pip',
+                            '-m pip install -r requirements-cpu.txt -r requirements-dev.txt', '-m eval.nltk_data']
+    # the stamp records the set, not the installer: the same requirements are not installed again
+    log = tmp_path / 'uv' / 'calls.log'
+    log.unlink()
+    again = _setup(tmp_path / 'uv', INSTALLER='pip')
+    assert again.returncode == 0 and 'is up to date (cpu set)' in again.stdout
+    assert log.read_text().splitlines() == ['-m eval.nltk_data']

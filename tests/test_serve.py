@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,13 +16,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from common.qwen_vision import image_tokens
+from common.qwen_vision import image_tokens, smart_resize
 from tests.conftest import REPO, run_module
 from tests.test_predict import write_inputs
 from tests.conftest import RECIPE, cpu_env, write_vqa_data
 from training.model_folder import relative_path
 
 BUDGET = 12544   # training's MAX_PIXELS here: 16 image tokens, below the tiny processor's own cap (50176)
+MIN_BUDGET = 6272   # training's MIN_PIXELS here: 8 image tokens, above the tiny processor's own floor (3136)
 QUESTION = 'Is there a polyp in the image?'
 
 
@@ -33,10 +35,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope='module')
 def exported(tiny_model_dir, tmp_path_factory):
-    """(run dir, merged model dir) after 2 LoRA steps at MAX_PIXELS=BUDGET and `training.export`."""
+    """(run dir, merged model dir) after 2 LoRA steps at MAX_PIXELS=BUDGET, MIN_PIXELS=MIN_BUDGET and
+    `training.export`."""
     root = tmp_path_factory.mktemp('serve')
     data, run = write_vqa_data(root / 'data', n_train=4, n_val=2), root / 'run'
-    env = {**cpu_env(), 'MAX_PIXELS': str(BUDGET)}   # the caller's budget wins over the recipe's
+    # the caller's budget wins over the recipe's; MIN_PIXELS is in no recipe, ms-swift reads it from the environment
+    env = {**cpu_env(), 'MAX_PIXELS': str(BUDGET), 'MIN_PIXELS': str(MIN_BUDGET)}
     run_module('training.launch', '--recipe', RECIPE, '--data', data, '--run', run, '--model', tiny_model_dir, '--',
                '--max_steps', '2', env=env, timeout=600)
     run_module('training.export', '--run', run, '--out', run / 'merged', env=cpu_env(), timeout=600)
@@ -68,6 +72,12 @@ def test_exported_folder_is_self_contained(exported):
     assert int(grid.prod()) // 4 == image_tokens(600, 500, BUDGET) == 12
     legacy = json.loads((merged / 'preprocessor_config.json').read_text())
     assert legacy['max_pixels'] == legacy['size']['longest_edge'] == BUDGET
+    # and the floor: a 56 x 56 frame (4 tokens at the processor's own floor) is enlarged to MIN_BUDGET's 9
+    assert json.loads((merged / 'medico_env.json').read_text())['MIN_PIXELS'] == str(MIN_BUDGET)
+    assert legacy['min_pixels'] == legacy['size']['shortest_edge'] == MIN_BUDGET
+    grid = processor.image_processor(images=[Image.new('RGB', (56, 56))], return_tensors='pt')['image_grid_thw']
+    h, w = smart_resize(56, 56, BUDGET, min_pixels=MIN_BUDGET)
+    assert int(grid.prod()) // 4 == (h // 28) * (w // 28) == 9
     # an export of the same checkpoint again changes nothing
     again = run_module('training.export', '--run', run, '--out', merged, env=cpu_env())
     assert 'already holds' in again.stdout and 'args.json' not in again.stdout
@@ -156,6 +166,73 @@ def test_serve_and_ask_input_errors(tmp_path):
     proc = run_module('inference.ask', '--model', plain, '--image', tmp_path / 'bad.jpg', '--question', 'q',
                       check=False)
     assert proc.returncode == 2 and 'bad.jpg: --image: not a readable image' in proc.stderr
+    # make ask EXPLAIN=1 URL=...: refused in one line, nothing loaded, nothing written
+    proc = subprocess.run(['make', '--no-print-directory', '-o', '.venv/.medico-setup', 'ask', 'EXPLAIN=1',
+                           f'PY={sys.executable}', 'URL=http://127.0.0.1:9/v1', f'IMAGE={tmp_path / "bad.jpg"}',
+                           'Q=q'], cwd=REPO, capture_output=True, text=True, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert proc.returncode != 0 and errors == ['error: --url: explanations need the model loaded here (they score '
+                                               'the answer under occluded images, which a server does not give): '
+                                               'leave out URL and use MODEL']
+
+
+def write_calibration(path: Path) -> Path:
+    """Labelled predictions with log-probs, as `make infer SPLIT=val-original INFER_ARGS=--logprobs` writes them."""
+    rows = [{'question': QUESTION, 'prediction': said, 'reference': truth, 'token_logprobs': [lp, -0.01],
+             'first_top_logprobs': {said: lp, ('no' if said == 'yes' else 'yes'): -2.0}}
+            for said, truth, lp in (('yes', 'yes', -0.1), ('yes', 'no', -0.4), ('no', 'no', -0.2),
+                                    ('no', 'yes', -0.9), ('yes', 'yes', -0.05), ('no', 'no', -0.3))]
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    return path
+
+
+@pytest.mark.slow
+def test_ask_explain_prints_the_answer_then_its_subtask2_explanation(exported, images, tmp_path):
+    """`make ask EXPLAIN=1`: the answer `make ask` prints, then explain.stages' entry for that one row (text,
+    calibrated confidence, heatmap and frame pictures), kept in the work folder with its audit."""
+    _, merged = exported
+    ask = ['--model', merged, '--image', images['large'], '--question', QUESTION, '--max-new-tokens', '8']
+    answer = run_module('inference.ask', *ask, env=cpu_env(), timeout=300).stdout
+    work = tmp_path / 'ask'
+    proc = run_module('explain.ask', *ask, '--out', work, '--grid', '2', '--probe-tokens', '4',
+                      '--grounding-tokens', '16', '--calibration-data', write_calibration(tmp_path / 'val.jsonl'),
+                      env=cpu_env(), timeout=300)
+    assert proc.stdout.startswith(answer + '\nExplanation: ')   # the same answer, first, then the explanation
+    result = json.loads((work / 'explanation.json').read_text())
+    entry, audit = result['entry'], result['audit']
+    assert entry['answer'] + '\n' == answer and entry['question'] == QUESTION and entry['img_id'] == 'large'
+    assert entry['textual_explanation'] and 'Explanation: ' + entry['textual_explanation'] in proc.stdout
+    assert len(audit['probes']) >= 1 and len(audit['heatmap_cells']) == 2   # the 2 x 2 occlusion grid, probed
+    assert 0 <= entry['confidence_score'] <= 1 and result['calibrated_on'] == 6
+    assert f'Confidence: {entry["confidence_score"]:.3f} ({audit["certainty"]}; calibrated on 6 held-out ' \
+           'answers)' in proc.stdout
+    heat = next(v for v in entry['visual_explanation'] if v['type'] == 'heatmap')
+    shown = {line.split(': ', 1)[0]: line.split(': ', 1)[1] for line in proc.stdout.splitlines()
+             if line.startswith(('Heatmap: ', 'Frame: '))}
+    assert shown['Heatmap'].split()[0] == str(work.resolve() / heat['data']) and heat['description'] in proc.stdout
+    assert shown['Frame'] == str(work.resolve() / audit['frame'])
+    with Image.open(work / heat['data']) as im:   # drawn over the frame at its size, as the validator wants
+        assert im.size == (600, 500)
+    assert (work / audit['frame']).is_file() and (work / 'visuals' / 'heatmap_scale.png').is_file()
+    assert ('Boxes: ' in proc.stdout) and (audit['box_image'] is None or (work / audit['box_image']).is_file())
+
+
+@pytest.mark.slow
+def test_serve_bench_writes_its_table(tmp_path):
+    """bench.serve_bench as docs/benchmarks.md runs it (the tiny model it builds), for one request."""
+    out = tmp_path / 'serve.md'
+    proc = run_module('bench.serve_bench', '--requests', '1', '--out', out, env=cpu_env(), timeout=600)
+    text = out.read_text()
+    assert proc.stdout.strip() == text.strip()
+    assert text.startswith('# `make serve` on tiny random Qwen2.5-VL (MAX_PIXELS 50176)')
+    assert 'backend auto; one client, 1 sequential requests' in text
+    rows = {line.split(' | ')[0].strip('| '): float(line.split(' | ')[1].strip(' |'))
+            for line in text.splitlines() if line.startswith('| ') and not line.startswith('| measure')}
+    assert set(rows) == {'start-up (launch -> first 200 on /v1/models)', 'first request', 'later requests (median)'}
+    assert all(v > 0 for v in rows.values()) and rows['start-up (launch -> first 200 on /v1/models)'] > rows[
+        'first request'] == rows['later requests (median)']   # one request: the median is that request
+    prompt_tokens = int(re.search(r'; (\d+) prompt tokens\)', text).group(1))
+    assert prompt_tokens > image_tokens(600, 500, 50176)   # the frame at the tiny budget, and the question
 
 
 def test_vllm_serving_keeps_predicts_limits():

@@ -26,6 +26,9 @@ from common.run_env import write_run_env
 from training.recipe import Flag, Recipe, check_flags, flags_from_argv, load_recipe
 
 DIST_ENV = ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+# ms-swift's image budget: recorded for export and inference whenever training ran with it, from the recipe's --env
+# or the caller's environment (`MIN_PIXELS=6272 make sft` trains with it like the recipe's MAX_PIXELS)
+IMAGE_BUDGET_ENV = ('MAX_PIXELS', 'MIN_PIXELS')
 DATA_FLAGS = ('dataset', 'val_dataset')
 DATA_SUFFIXES = ('.jsonl', '.json', '.csv', '.parquet', '.txt')
 FLASH_IMPLS = ('flash_attn', 'flash_attention_2', 'flash_attention_3', 'flash_attention_4')
@@ -194,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     write_composed(recipe, Path(args.run) / 'recipe.args')
-    write_run_env(args.run, {k: run_env[k] for k in recipe.env()})   # export copies it next to the model
+    recorded = dict.fromkeys([*recipe.env(), *(k for k in IMAGE_BUDGET_ENV if run_env.get(k))])
+    write_run_env(args.run, {k: run_env[k] for k in recorded})   # export copies it next to the model
     returncode = subprocess.run(cmd, env=run_env).returncode
     if run_env.get('NODE_RANK', '0') in ('', '0'):   # one curve per run, from the node that writes the logs
         draw_curve(args.run)
