@@ -7,6 +7,8 @@ prctl(PR_SET_PDEATHSIG, SIGKILL) makes the kernel kill the child when the parent
   parent's main module as `__mp_main__`: a main module calls `die_with_spawning_parent()` under that name (and
   `mark_parent()` as `__main__`);
 - `subprocess.Popen(..., preexec_fn=die_with_parent)` does it between fork and exec for a command.
+A child forked by `multiprocessing` (vLLM's default start method for its engine core) runs neither: the kernel clears
+the death signal at fork. So our vLLM paths make vLLM spawn (inference.vllm_engine.spawn_engine_processes).
 Elsewhere (not Linux) these are no-ops.
 """
 from __future__ import annotations

@@ -23,6 +23,7 @@ from pathlib import Path
 from common.errors import InputError, cli_main
 from common.hub import use_hub_defaults
 from common.io import write_json
+from common.procs import die_with_spawning_parent, mark_parent
 from common.qwen_vision import use_image_budget
 from common.run_env import image_budget
 from explain import confidence, heatmap, stages, visuals
@@ -33,6 +34,9 @@ from inference.predict import check_model_path
 REPO = Path(__file__).resolve().parents[1]
 ASK_ROOT = REPO / 'build' / 'ask'
 RESULT_FILE = 'explanation.json'
+
+if __name__ == '__mp_main__':   # a child spawned by this module (vLLM's engine core): dies with it, no orphan
+    die_with_spawning_parent()
 
 
 def default_out(image: Path, question: str) -> Path:
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--grounding-tokens', type=int, default=128)
     ap.add_argument('--rewrite', action='store_true', help='let the same model rewrite the fact sentences')
     args = ap.parse_args(argv)
+    mark_parent()   # children started from here on die with this process (common.procs)
     if args.url:
         raise InputError('explanations need the model loaded here (they score the answer under occluded images, '
                          'which a server does not give): leave out URL and use MODEL', field='--url')

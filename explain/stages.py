@@ -38,10 +38,14 @@ from tqdm import tqdm
 from common.errors import InputError, cli_main
 from common.io import read_jsonl, write_json, write_jsonl
 from common.model_family import DEFAULT_FAMILY, family_of_config, family_of_swift_name
+from common.procs import die_with_parent, die_with_spawning_parent, mark_parent
 from common.qwen_vision import use_image_budget
 from explain import confidence, grounding, heatmap, narrative, pipeline, probing, visuals
 from explain.work import KEY, LINE, StageFile, key_of, record_time
 from inference import shards
+
+if __name__ == '__mp_main__':   # a child spawned by a worker (vLLM's engine core): dies with it, no orphan
+    die_with_spawning_parent()
 
 GENERATION_STAGES = ('probes', 'rewrite', 'grounding')
 MODEL_STAGES = GENERATION_STAGES + ('occlusion',)
@@ -404,7 +408,7 @@ def spawn_workers(work: Path, stages: list[str], groups: list[list[str]], shard_
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=','.join(group))
         cmd = [sys.executable, '-m', 'explain.stages', '--work', str(work), '--stages', ','.join(stages),
                '--worker-rank', str(rank), '--worker-lines', shards.encode_lines(lines)]
-        procs.append(subprocess.Popen(cmd, env=env))
+        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))  # no orphans if we are killed
     try:
         failed = [rank for rank, p in enumerate(procs) if p.wait() != 0]
     finally:   # interrupted: stop the workers too (their finished rows are on disk)
@@ -627,6 +631,7 @@ def main(argv=None) -> int:
     p.add_argument('--worker-rank', type=int, required=True)
     p.add_argument('--worker-lines', required=True)
     args = p.parse_args(argv)
+    mark_parent()   # its engine's processes die with this worker (common.procs)
     work = Path(args.work)
     signal.signal(signal.SIGTERM, _terminated)
     s = Settings.load(work)

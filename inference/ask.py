@@ -19,9 +19,13 @@ from pathlib import Path
 
 from common.errors import InputError, cli_main
 from common.hub import use_hub_defaults
+from common.procs import die_with_spawning_parent, mark_parent
 from common.qwen_vision import use_image_budget
 from common.run_env import image_budget
 from inference.predict import check_model_path, visible_gpus
+
+if __name__ == '__mp_main__':   # a child spawned by this module (vLLM's engine core): dies with it, no orphan
+    die_with_spawning_parent()
 
 
 def check_image(path: str) -> Path:
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--backend', choices=['auto', 'vllm', 'transformers'], default='auto', help='with --model')
     ap.add_argument('--max-pixels', type=int, default=None, help='with --model: image budget (default: the model\'s)')
     args = ap.parse_args(argv)
+    mark_parent()   # children started from here on die with this process (common.procs)
     image = check_request(args.image, args.question, args.max_new_tokens)
     if args.url:
         answer = ask_server(args.url, image, args.question, args.max_new_tokens)

@@ -165,10 +165,11 @@ def load_backend(name: str, model: str, adapters: list[str], *, max_new_tokens: 
         use_attention(engine.model, attention)
         return Backend(engine, batch, max_new_tokens, logprobs)
     if name == 'vllm':  # chunked VllmEngine.infer (inference.predict streams instead: inference.vllm_engine)
+        from inference import vllm_engine as ve
+        ve.spawn_engine_processes()   # the engine core must run the main module's die-with-parent guard
         import torch
         from swift.infer_engine.vllm_engine import VllmEngine
 
-        from inference import vllm_engine as ve
         kwargs = ve.vllm_engine_kwargs(ve.read_config(model), max_model_len=max_model_len or 4096,
                                        max_num_seqs=batch_size, limit_mm_per_prompt=limit_mm_per_prompt,
                                        tensor_parallel=tensor_parallel,

@@ -261,6 +261,7 @@ def open_vllm(args, timings: dict, rank: int | None, rows: int):
     from inference.stream import Prefetcher
 
     ve.quiet_offline_env()
+    ve.spawn_engine_processes()   # the engine core then runs the guard above: it dies with this process
     cache = ve.compile_cache_dir(args.model)
     if cache:
         ve.use_compile_cache(cache)

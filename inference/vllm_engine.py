@@ -290,6 +290,18 @@ def quiet_offline_env() -> None:
         os.environ.setdefault('VLLM_USE_FLASHINFER_SAMPLER', '0')
 
 
+def spawn_engine_processes() -> None:
+    """Have vLLM spawn its engine core (and its workers with --tensor-parallel), not fork them. vLLM 0.26 starts them
+    with VLLM_WORKER_MULTIPROC_METHOD, 'fork' unless set (vllm/utils/system_utils.py `get_mp_context`; its
+    `_maybe_force_spawn` switches to spawn only when CUDA is already initialised, which this process avoids). A
+    forked child runs none of our code: nothing ties it to this process, and a SIGKILL of the parent alone leaves it
+    holding GPU memory (vLLM 0.26's engine core does not watch its parent). A spawned child re-imports the main
+    module as `__mp_main__`, whose guard (common.procs.die_with_spawning_parent) makes the kernel kill it with us.
+    ms-swift 4.6's vllm_engine module sets the same at import; set here too so it holds without ms-swift (plain
+    `vllm.LLM`) and whatever ms-swift does. Before vllm is imported."""
+    os.environ['VLLM_WORKER_MULTIPROC_METHOD'] = 'spawn'
+
+
 def build_template(model: str, adapters: list[str], model_type: str | None, template_type: str | None,
                    torch_dtype: str | None = None):
     """The ms-swift template exactly as `VllmEngine` builds it (processor, then the adapter's args.json template if

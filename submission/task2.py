@@ -30,6 +30,7 @@ from PIL import Image
 
 from common.errors import InputError, cli_main
 from common.io import atomic_dir, atomic_open, atomic_path, exclusive_lock, read_jsonl, write_json, write_jsonl
+from common.procs import die_with_parent
 from common.run_env import image_budget
 from explain.confidence import CALIBRATION_ROWS, calibration_inputs
 from explain.heatmap import MIN_EFFECT_NATS
@@ -125,7 +126,7 @@ def make_task1_predictions(args, rows: list[dict], work: Path) -> Path:
            '--backend', args.backend, '--max-new-tokens', str(args.answer_tokens), '--logprobs']
     cmd += ['--max-pixels', str(args.max_pixels)] if args.max_pixels else []
     cmd += ['--gpus', str(args.gpus)] if args.gpus is not None else []
-    if subprocess.run(cmd).returncode != 0:
+    if subprocess.run(cmd, preexec_fn=die_with_parent).returncode != 0:   # no orphan if we are killed
         raise SystemExit('error: inference.predict failed (see above); rerun to resume')
     with atomic_open(stamp, 'w', encoding='utf-8') as f:
         f.write(key)

@@ -51,6 +51,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def command_of(pid: int) -> str:
+    """A process's command line ('' when gone): tells a started command from a child not yet past exec."""
+    try:
+        return Path(f'/proc/{pid}/cmdline').read_bytes().replace(b'\0', b' ').decode()
+    except OSError:
+        return ''
+
+
 def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
     """The pids still alive after `timeout` seconds (zombies count as gone)."""
     deadline = time.monotonic() + timeout
@@ -112,6 +120,109 @@ def test_popen_child_dies_with_its_parent(tmp_path):
     parent.kill()
     parent.wait()
     assert wait_gone([child], timeout=10) == []
+
+
+VLLM_LIKE = '''
+import multiprocessing, os, sys, time
+sys.path.insert(0, {repo!r})
+from common.procs import die_with_spawning_parent, mark_parent
+if __name__ == '__mp_main__':
+    die_with_spawning_parent()
+
+def engine_core():
+    time.sleep(120)
+
+if __name__ == '__main__':
+    mark_parent()
+    if {ours}:
+        from inference.vllm_engine import spawn_engine_processes
+        spawn_engine_processes()
+    # as vLLM 0.26 starts its engine core (vllm/utils/system_utils.py get_mp_context): with the start method named by
+    # VLLM_WORKER_MULTIPROC_METHOD, fork when unset (_maybe_force_spawn forces spawn only once CUDA is initialised)
+    method = os.environ.get('VLLM_WORKER_MULTIPROC_METHOD', 'fork')
+    child = multiprocessing.get_context(method).Process(target=engine_core)
+    child.start()
+    print(method, child.pid, flush=True)
+    time.sleep(120)
+'''
+
+
+@pytest.mark.parametrize('ours', [True, False])
+def test_engine_core_dies_with_its_parent_only_when_spawned(tmp_path, ours):
+    """A child started the way vLLM starts its engine core, from a main module with the guard: with our setting
+    (inference.vllm_engine.spawn_engine_processes) it is spawned and dies when its parent alone is SIGKILLed; with
+    vLLM's default it is forked, runs none of our code and outlives the parent (an orphan holding the GPU)."""
+    script = tmp_path / 'launcher.py'
+    script.write_text(VLLM_LIKE.format(repo=str(REPO), ours=ours))
+    env = {k: v for k, v in os.environ.items() if k != 'VLLM_WORKER_MULTIPROC_METHOD'}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    method, child = parent.stdout.readline().split()
+    time.sleep(0.5)
+    parent.kill()
+    parent.wait()
+    alive = wait_gone([int(child)], timeout=10 if ours else 3)
+    if alive:
+        os.kill(int(child), signal.SIGKILL)
+    assert (method, bool(alive)) == (('spawn', False) if ours else ('fork', True))
+
+
+@pytest.mark.parametrize('module', ['inference.predict', 'inference.ask', 'explain.ask', 'explain.stages',
+                                    'bench.gpu.vllm_bench'])
+def test_main_modules_that_start_vllm_tie_their_spawned_children_to_them(module):
+    """Every main module that builds a vLLM engine in its own process, imported as `__mp_main__` (what a spawned
+    child, e.g. vLLM's engine core, does first): the kernel will SIGKILL it when its parent exits (PR_GET_PDEATHSIG)."""
+    code = (f'import ctypes, runpy; runpy.run_module({module!r}, run_name="__mp_main__"); sig = ctypes.c_int(); '
+            'ctypes.CDLL(None).prctl(2, ctypes.byref(sig)); print(sig.value)')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'MEDICO_PARENT_PID': str(os.getpid())})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == str(int(signal.SIGKILL))
+
+
+WORKER_STARTER = '''
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+sys.executable = {sleeper!r}   # the worker command's interpreter: a process that just stays
+work = Path({work!r})
+work.mkdir()
+if {starter!r} == 'explain.stages':
+    from explain.stages import spawn_workers
+    spawn_workers(work, ['probes'], [[]], [[0]])
+elif {starter!r} == 'inference.predict':
+    from inference.predict import spawn_workers
+    spawn_workers([], 'transformers', [[]], [[0]], str(work))
+else:   # submission.task2 answering the val rows through inference.predict
+    from types import SimpleNamespace
+    from submission.task2 import make_task1_predictions
+    args = SimpleNamespace(model=str(work), max_pixels=None, system=None, backend='transformers', answer_tokens=4,
+                           gpus=None)
+    make_task1_predictions(args, [{{'val_id': 0, 'img_id': 'a', 'question': 'q?', 'image': 'a.jpg'}}], work)
+'''
+
+
+@pytest.mark.parametrize('starter', ['explain.stages', 'inference.predict', 'submission.task2'])
+def test_worker_processes_die_with_their_parent(tmp_path, starter):
+    """The worker processes of explain.stages and inference.predict (one per GPU) and submission.task2's
+    inference.predict: SIGKILL of the parent alone takes them too. The worker command runs a process that only
+    sleeps (its pid found under the parent's)."""
+    sleeper = tmp_path / 'sleeper'
+    sleeper.write_text('#!/bin/sh\nexec sleep 120\n')
+    sleeper.chmod(0o755)
+    script = tmp_path / 'starter.py'
+    script.write_text(WORKER_STARTER.format(repo=str(REPO), sleeper=str(sleeper), starter=starter,
+                                            work=str(tmp_path / 'work')))
+    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (children := [c for c in descendants(parent.pid) if command_of(c).startswith('sleep')]):
+        assert parent.poll() is None and time.monotonic() < deadline, 'no worker started'
+        time.sleep(0.05)
+    parent.kill()
+    parent.wait()
+    alive = wait_gone(children, timeout=10)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert alive == []
 
 
 # ---- the feeder through the real transformers engine ----------------------------------------------------------------

@@ -6,6 +6,7 @@
 # Run from the repository root with the stack installed for python3 (e.g. after `source .../vllm_env.sh`):
 #   bash bench/gpu/e2e.sh                       # the default stages above
 #   bash bench/gpu/e2e.sh infer_lora kill_parent # named stages only (the extra ones run only when named)
+#   bash bench/gpu/e2e.sh --list                # every stage and whether it is a default one; nothing runs
 # Extra stages: infer_logprobs (--logprobs), infer_lora (the sft adapter served by vLLM, no merge), kill_parent /
 #   kill_group (SIGKILL mid-run, no GPU process left, rerun completes with every row once), too_long (a prompt longer
 #   than --max-model-len), kv_too_big (a KV cache that does not fit): the last two must fail with one line (exit 2).
@@ -19,6 +20,19 @@
 # Stages can run in groups, one invocation each
 # (e.g. `model data prepare sft export`, then `infer score submit1`, then `submit2`): the state carries over.
 set -uo pipefail
+SCRIPT=bench/gpu/e2e.sh
+DEFAULT_STAGES=(model data prepare sft export infer score submit1 submit2)
+EXTRA_STAGES=(infer_logprobs infer_lora kill_parent kill_group too_long kv_too_big)
+if [ "${1:-}" = --list ]; then
+  printf 'stage\tdefault\n'
+  for s in "${DEFAULT_STAGES[@]}"; do printf '%s\tyes\n' "$s"; done
+  for s in "${EXTRA_STAGES[@]}"; do printf '%s\tno\n' "$s"; done
+  exit 0
+fi
+for arg in "$@"; do   # before anything runs or is made: a typo must not cost the stages before it
+  [[ " ${DEFAULT_STAGES[*]} ${EXTRA_STAGES[*]} " == *" $arg "* ]] || {
+    echo "error: $SCRIPT: stage: unknown stage '$arg' (stages: ${DEFAULT_STAGES[*]} ${EXTRA_STAGES[*]})" >&2; exit 2; }
+done
 E2E=${E2E:-/tmp/e2e}; RESULTS=${RESULTS:-$E2E/results}; PY=${PY:-python3}
 MAKE_SETUP=${MAKE_SETUP:-SETUP=none}
 BASE=${BASE:-$E2E/model}   # the 7B-shape base model; an existing one (e.g. the benchmarks') is reused, not rebuilt
@@ -147,11 +161,11 @@ run_stage() {
     too_long)       stage too_long expect_one_line_error too_long --max-model-len 256 --max-pixels 200704 ;;
     kv_too_big)     stage kv_too_big expect_one_line_error kv_too_big --max-model-len 32768 \
                       --gpu-memory-utilization 0.13 ;;
-    *) say "unknown stage $1"; return 2 ;;
+    *) say "unknown stage $1"; return 2 ;;   # (names are checked at the start)
   esac
 }
 
-STAGES=${*:-model data prepare sft export infer score submit1 submit2}
+STAGES=${*:-${DEFAULT_STAGES[*]}}
 failed=0
 for s in $STAGES; do
   run_stage "$s" || { failed=1; [ -n "${KEEP_GOING:-}" ] || break; }

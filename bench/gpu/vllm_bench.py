@@ -62,8 +62,9 @@ def read_items(data: str, n: int) -> list[dict]:
 
 def run_plain(a) -> None:
     """The comparison target, in its own process: plain vllm.LLM.generate on all items at once."""
-    from inference.vllm_engine import quiet_offline_env
+    from inference.vllm_engine import quiet_offline_env, spawn_engine_processes
     quiet_offline_env()
+    spawn_engine_processes()   # vLLM would fork its engine core here (no ms-swift import sets spawn), past the guard
     t0 = time.monotonic()
     from PIL import Image
     from vllm import LLM, SamplingParams
@@ -118,6 +119,16 @@ def predictions(path: Path) -> list[str]:
 
 def same(a: list[str], b: list[str]) -> int:
     return sum(x == y for x, y in zip(a, b))
+
+
+AGREEMENT_PAIRS = (('ours', 'ours_warm'), ('ours', 'ours_seqs64'), ('ours', 'plain'), ('ours', 'tf'))
+
+
+def identical_answers(preds: dict[str, list[str]]) -> dict[str, str]:
+    """'x vs y' -> 'identical/compared' greedy answers, line by line, for each pair of stages that both wrote
+    predictions (compared over the shorter file)."""
+    return {f'{x} vs {y}': f'{same(preds[x], preds[y])}/{min(len(preds[x]), len(preds[y]))}'
+            for x, y in AGREEMENT_PAIRS if x in preds and y in preds}
 
 
 def stage_command(a, name: str, work: Path) -> tuple[list[str], Path | None]:
@@ -242,10 +253,7 @@ def main(argv=None):
             preds[name] = predictions(pred_file)
         rows.append(row)
         print(f'[vllm_bench] {name} rc={rc} wall {wall:.1f} s items/s {row.get("items_per_s")}', flush=True)
-        agreement = {f'{x} vs {y}': f'{same(preds[x], preds[y])}/{min(len(preds[x]), len(preds[y]))}'
-                     for x, y in (('ours', 'ours_warm'), ('ours', 'ours_seqs64'), ('ours', 'plain'), ('ours', 'tf'))
-                     if x in preds and y in preds}
-        result['identical_answers'] = agreement
+        result['identical_answers'] = identical_answers(preds)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=1))
     print(table(rows, result.get('identical_answers') or {}), flush=True)
