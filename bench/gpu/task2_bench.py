@@ -3,6 +3,7 @@ stage-by-stage path on all rows, per stage; and how well cheaper occlusion setti
 
     python -m bench.gpu.task2_bench staged MODEL DATA --out R.json [--rows 1500] [--calibration-rows 2000]
         [--before-tree DIR] [--before-rows 5] [--answers model|reference] [--max-new-tokens 64] [--task2-args "..."]
+        [--method-args "..."]
     python -m bench.gpu.task2_bench agreement MODEL --out R.json [--frames DIR] [--synthetic DATA] [--images 24]
         [--variants "4 3 6@200704 4@200704"]
 
@@ -18,7 +19,10 @@ staged: writes WORK/dataset, a local Kvasir-VQA-x1 copy whose test split is `--r
      --before-rows rows, which re-answers each val row and each calibration row one by one; seconds per row from
      its per-row cache files' times, extrapolated to --rows val rows + --calibration-rows calibration rows (today's
      default calibrates on the whole val split: more rows still);
-  4. after: `python -m submission.task2 --dry-run` on all rows; wall time and per-stage times (WORK/timings.jsonl).
+  4. after: `python -m submission.task2 --dry-run` on all rows; wall time and per-stage times (WORK/timings.jsonl);
+     with a before side, whether its first rows have the per-row path's content where the method is the same
+     (`content`: bench.task2_bench.compare). --method-args go to both sides (--grid, --probe-tokens,
+     --grounding-tokens, --max-pixels: flags the per-row path also takes), --task2-args to the after side only.
 Each call stops after --budget seconds (SIGTERM: workers stop, stage times are kept) and the same command continues
 where it stopped, so a 1,500-row run fits in calls of a few minutes; times add up over calls (WORK/progress.json).
 agreement: for frames (e.g. ../shared/data/gi-images/kvasir-seg/images) and synthetic images, the model's greedy
@@ -39,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.task2_bench import REPO, py, stage_times
+from bench.task2_bench import REPO, before_records, compare, py, stage_times
 
 QUESTION = 'Is there a polyp in the image?'
 
@@ -146,7 +150,8 @@ def staged(a) -> dict:
         data = swift_files(cal_rows, work / 'calibration.jsonl', with_val_id=False)
         finished = step('calibration_inference', 'inference.predict', *common, '--data', data, '--out', cal)
     build = ['--model', a.model, '--dataset', dataset, '--dry-run', '--team', REPO / 'submission' / 'team.demo.json',
-             '--task1-predictions', task1, '--answer-tokens', a.max_new_tokens, '--name', 'bench']
+             '--task1-predictions', task1, '--answer-tokens', a.max_new_tokens, '--name', 'bench',
+             *shlex.split(a.method_args)]
     build += ['--calibration-data', cal] if a.calibration_rows else []
     if finished and a.before_tree:
         # the per-row path refuses a build when > 5 % of the answers are not its own greedy output: its per-row
@@ -159,7 +164,7 @@ def staged(a) -> dict:
                         a.calibration_rows, *shlex.split(a.task2_args))
     result: dict = {'complete': finished, 'rows': len(val_rows), 'calibration_rows': a.calibration_rows,
                     'device': device(), 'max_new_tokens': a.max_new_tokens, 'answers': a.answers,
-                    'task2_args': a.task2_args, 'steps': progress,
+                    'task2_args': a.task2_args, 'method_args': a.method_args, 'steps': progress,
                     'after_stages_s': stage_times(work / 'after' / '.work-bench')}
     if progress.get('before'):
         row_s = per_row_seconds(work / 'before' / '.work-bench' / 'rows')
@@ -169,6 +174,9 @@ def staged(a) -> dict:
             result['before']['extrapolated_s'] = a.rows * row_s + a.calibration_rows * cal_s
             if finished:
                 result['speedup_vs_before'] = result['before']['extrapolated_s'] / progress['after']['seconds']
+        records = before_records(work / 'before' / '.work-bench')
+        if finished and records:
+            result['content'] = compare(records, work / 'after' / 'bench')
     if not finished:
         print('[bench] task2 not finished within --budget: run the same command again to continue', flush=True)
     return result
@@ -235,7 +243,11 @@ def main(argv=None) -> None:
     st.add_argument('--before-rows', type=int, default=5)
     st.add_argument('--answers', choices=('model', 'reference'), default='model')
     st.add_argument('--max-new-tokens', type=int, default=64)
-    st.add_argument('--task2-args', default='', help='extra submission.task2 flags, e.g. "--grid 4 --scorer vllm"')
+    st.add_argument('--task2-args', default='',
+                    help='extra submission.task2 flags of the after side, e.g. "--grid 4 --scorer vllm"')
+    st.add_argument('--method-args', default='',
+                    help='submission.task2 flags of both sides (the per-row path takes --grid, --probe-tokens, '
+                         '--grounding-tokens, --max-pixels), e.g. "--grid 2 --probe-tokens 2"')
     st.add_argument('--work', default=str(REPO / 'build' / 'bench-task2-gpu'),
                     help='kept between calls (resumable); delete it for a fresh measurement')
     st.add_argument('--budget', type=float, default=540, help='seconds this call may run (steps resume)')
