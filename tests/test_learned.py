@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.gpu.stage_times import read_stage_times
 from common.errors import InputError
 from tests.conftest import REPO, cpu_env, run_module
 from training.recipe import load_recipe
@@ -249,7 +250,10 @@ def test_numbers_of_a_model_that_learned(tmp_path, synthetic_dataset):
     n = _task2_build(work, synthetic_dataset, rows_with_an_extra_box=1)   # n exact boxes of n + 2 emitted
     assert n >= 2
     out.mkdir()
-    (out / 'stage_times.tsv').write_text('data\t12\t0\t1700000000\nsft\t300\t3\t1700000000\nsft\t200\t0\t1700000600\n')
+    (out / 'stage_times.tsv').write_text('stage\tseconds\texit_code\tinvocation\tstart\tend\tfresh\n'
+                                         'data\t12\t0\t1700000000\t1700000001\t1700000013\t1\n'
+                                         'sft\t300\t3\t1700000000\t1700000013\t1700000313\t1\n'
+                                         'sft\t200\t0\t1700000600\t1700000601\t1700000801\t0\n')
 
     assert learned_numbers.main(['--work', str(work), '--out', str(out)]) == 0
     r = json.loads((out / 'learned.json').read_text())
@@ -363,6 +367,9 @@ def test_the_whole_script_on_cpu_at_toy_size(tmp_path):
     assert set(times) >= {'data', 'prepare', 'grounding', 'model', 'baseline', 'untrained', 'sft', 'export',
                           'infer_test', 'infer_test_aug', 'infer_task2', 'infer_val', 'score', 'submit2'}
     assert times['sft']['runs'] == 2 and results['stage_times']['invocations'] == 2
+    sft_runs = [t for t in read_stage_times(work / 'results' / 'stage_times.tsv') if t['stage'] == 'sft']
+    assert [(t['rc'], t['fresh']) for t in sft_runs] == [(3, True), (0, False)]   # the second call continued it
+    assert (work / 'logs' / 'sft.log').read_text().count('=== invocation ') == 2   # both calls' training, in order
     md = (work / 'results' / 'learned.md').read_text()
     assert '**Text threshold' in md and 'not met' in md and '| exact masks |' in md
     with tarfile.open(out / 'learned_results.tgz') as tar:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.gpu import two_gpu_summary as summary
+from bench.gpu.stage_times import COLUMNS
 from tests.conftest import REPO, cpu_env, run_module
 
 SCRIPT = 'bench/gpu/two_gpu.sh'
@@ -302,8 +303,10 @@ def test_sft_scaling_and_e2e_tables(tmp_path):
     assert data['target']['zero2'] == 'met' and two['mfu_per_gpu'] is None            # no param_count.json here
     for name, rows in (('e2e_1gpu', [('sft', 100, 0), ('infer', 90, 0), ('submit2', 50, 1)]),
                        ('e2e_2gpu', [('sft', 60, 0), ('infer', 70, 0), ('infer', 45, 0)])):
-        (results / name).mkdir()
-        (results / name / 'stage_times.tsv').write_text(''.join('\t'.join(map(str, r)) + '\n' for r in rows))
+        (results / name).mkdir()   # e2e.sh's file: stages.sh's layout, one invocation per stage as two_gpu.sh runs it
+        lines = ['\t'.join(COLUMNS)] + ['\t'.join(map(str, (stage, secs, rc, 1000 * i, 1000 * i, 1000 * i + secs, 1)))
+                                        for i, (stage, secs, rc) in enumerate(rows)]
+        (results / name / 'stage_times.tsv').write_text('\n'.join(lines) + '\n')
     e2e = summary.issue25(results)
     assert e2e['runs']['e2e_2gpu']['infer'] == {'runs': 2, 'seconds': 45, 'rc': 0}   # the last successful run
     md = '\n'.join(summary.issue25_md(e2e))

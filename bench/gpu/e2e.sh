@@ -11,7 +11,9 @@
 #   kill_group (SIGKILL mid-run, no GPU process left, rerun completes with every row once), too_long (a prompt longer
 #   than --max-model-len), kv_too_big (a KV cache that does not fit): the last two must fail with one line (exit 2).
 # State on disk: $E2E/state/<stage>.done (a rerun skips finished stages; FORCE=1 reruns them). Stage times:
-# $RESULTS/stage_times.tsv; timing JSONs, scores and logs are copied to $RESULTS (keep it small: the model is 16 GB).
+# $RESULTS/stage_times.tsv (bench/gpu/stages.sh: stage, seconds, exit_code, invocation, start, end, fresh); timing
+# JSONs, scores and logs are copied to $RESULTS (keep it small: the model is 16 GB). Exit 0 = every stage named is
+# done, 1 = a stage failed (its log's end is printed; KEEP_GOING=1 runs the stages after it too), 2 = a bad stage name.
 # Variables: E2E (/tmp/e2e), BASE (the 7B-shape base model, $E2E/model; an existing one is reused), RESULTS
 # ($E2E/results), TARBALL (also pack RESULTS into this .tgz), MAKE_SETUP (SETUP=none: the already-installed stack;
 # before that switch exists use MAKE_SETUP="-o .venv/.medico-setup"), PY (python3), IMAGES_N (synthetic images, 160),
@@ -21,6 +23,8 @@
 # (e.g. `model data prepare sft export`, then `infer score submit1`, then `submit2`): the state carries over.
 set -uo pipefail
 SCRIPT=bench/gpu/e2e.sh
+# shellcheck source=bench/gpu/stages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stages.sh"   # fail say, the stage runs and their times
 DEFAULT_STAGES=(model data prepare sft export infer score submit1 submit2)
 EXTRA_STAGES=(infer_logprobs infer_lora kill_parent kill_group too_long kv_too_big)
 if [ "${1:-}" = --list ]; then
@@ -30,8 +34,8 @@ if [ "${1:-}" = --list ]; then
   exit 0
 fi
 for arg in "$@"; do   # before anything runs or is made: a typo must not cost the stages before it
-  [[ " ${DEFAULT_STAGES[*]} ${EXTRA_STAGES[*]} " == *" $arg "* ]] || {
-    echo "error: $SCRIPT: stage: unknown stage '$arg' (stages: ${DEFAULT_STAGES[*]} ${EXTRA_STAGES[*]})" >&2; exit 2; }
+  [[ " ${DEFAULT_STAGES[*]} ${EXTRA_STAGES[*]} " == *" $arg "* ]] \
+    || fail stage "unknown stage '$arg' (stages: ${DEFAULT_STAGES[*]} ${EXTRA_STAGES[*]})"
 done
 E2E=${E2E:-/tmp/e2e}; RESULTS=${RESULTS:-$E2E/results}; PY=${PY:-python3}
 MAKE_SETUP=${MAKE_SETUP:-SETUP=none}
@@ -41,27 +45,13 @@ SFT_GLOBAL=${SFT_GLOBAL:-$SFT_BATCH}; SFT_EXTRA=${SFT_EXTRA:-}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-mkdir -p "$E2E/state" "$E2E/logs" "$RESULTS"
+STATE=$E2E/state; LOGS=$E2E/logs
+HIGHLIGHTS="^error|timing \[|wrote [0-9]+ predictions|bleu|Error"
+mkdir -p "$STATE" "$LOGS" "$RESULTS"
 M="make --no-print-directory $MAKE_SETUP PY=$PY"
 RUN=$E2E/run; DATA=$E2E/prepared; PREDS=$E2E/preds
 COMMON="RUN=$RUN DATA=$DATA NAME=e2e MAX_NEW_TOKENS=$MAX_NEW_TOKENS SUBMISSION_BUILD=$E2E/submission"
 TASK1=$PREDS/task1_public-original.jsonl
-t0=$(date +%s)
-say() { echo "[e2e $(( $(date +%s) - t0 ))s] $*"; }
-
-stage() {  # name, command...: skipped when done; time and exit code recorded; log in $E2E/logs/<name>.log
-  local name=$1; shift
-  if [ -f "$E2E/state/$name.done" ] && [ -z "${FORCE:-}" ]; then say "skip $name (done)"; return 0; fi
-  say "$name: $*"
-  local s=$(date +%s)
-  "$@" > "$E2E/logs/$name.log" 2>&1
-  local rc=$? secs=$(( $(date +%s) - s ))
-  printf '%s\t%s\t%s\n' "$name" "$secs" "$rc" >> "$RESULTS/stage_times.tsv"
-  grep -E "^error|timing \[|wrote [0-9]+ predictions|bleu|Error" "$E2E/logs/$name.log" | tail -4 | cut -c1-400
-  if [ $rc = 0 ]; then touch "$E2E/state/$name.done"; say "$name ok in ${secs}s"
-  else say "$name FAILED (rc=$rc) in ${secs}s; last lines:"; tail -25 "$E2E/logs/$name.log"; fi
-  return $rc
-}
 
 gpu_processes() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader 2>/dev/null; }
 
@@ -104,7 +94,7 @@ EOF
 
 expect_one_line_error() {  # name, extra predict args...: must exit 2, its last line `error: ...` naming the knob
   local name=$1; shift
-  local out=$PREDS/$name.jsonl err=$E2E/logs/$name.stderr
+  local out=$PREDS/$name.jsonl err=$LOGS/$name.stderr
   rm -f "$out" "$out".partial*
   infer_direct "$out" "$@" 2> "$err"; local rc=$?
   tail -3 "$err"
@@ -136,43 +126,44 @@ print(f'adapter served by vLLM vs merged model: {same}/{len(lora)} answers ident
 EOF
 }
 
-run_stage() {
+run_stage() {  # the command of each stage
   case $1 in
-    model)   stage model bash -c \
-               "[ -f $BASE/config.json ] || $PY -m bench.gpu.build_model $BASE --device cuda" ;;
-    data)    stage data $M synthetic OUT=$E2E/synthetic IMAGES_N=$IMAGES_N ;;
-    prepare) stage prepare $M prepare DATASET=$E2E/synthetic DATA=$DATA AUG_K=1 ;;
-    sft)     stage sft $M sft $COMMON MODEL=$BASE SFT_ARGS="--max_steps $SFT_STEPS --save_steps $SFT_STEPS \
+    model)   [ -f "$BASE/config.json" ] || $PY -m bench.gpu.build_model "$BASE" --device cuda ;;
+    data)    $M synthetic OUT=$E2E/synthetic IMAGES_N=$IMAGES_N ;;
+    prepare) $M prepare DATASET=$E2E/synthetic DATA=$DATA AUG_K=1 ;;
+    sft)     $M sft $COMMON MODEL=$BASE SFT_ARGS="--max_steps $SFT_STEPS --save_steps $SFT_STEPS \
                --eval_steps $SFT_STEPS --logging_steps 1 --per_device_train_batch_size $SFT_BATCH \
                --global_batch $SFT_GLOBAL --report_to none $SFT_EXTRA" ;;
-    export)  stage export $M export $COMMON ;;
-    infer)   stage infer $M infer $COMMON SPLIT=task1_public-original BACKEND=vllm PRED=$TASK1 ;;
-    score)   stage score $M score PRED=$TASK1 REPORT=$E2E/reports/task1 ;;
-    submit1) stage submit1 $M submit-task1 $COMMON HUB_REPO=e2e/medico2026-task1 TEAM=submission/team.demo.json \
+    export)  $M export $COMMON ;;
+    infer)   $M infer $COMMON SPLIT=task1_public-original BACKEND=vllm PRED=$TASK1 ;;
+    score)   $M score PRED=$TASK1 REPORT=$E2E/reports/task1 ;;
+    submit1) $M submit-task1 $COMMON HUB_REPO=e2e/medico2026-task1 TEAM=submission/team.demo.json \
                SUBMIT_DATASET=$E2E/synthetic DRY_RUN=1 ;;
-    submit2) stage submit2 $M submit-task2 $COMMON HUB_REPO=e2e/medico2026-task2 TEAM=submission/team.demo.json \
+    submit2) $M submit-task2 $COMMON HUB_REPO=e2e/medico2026-task2 TEAM=submission/team.demo.json \
                SUBMIT_DATASET=$E2E/synthetic DRY_RUN=1 TASK1_PRED=$E2E/none \
                CALIBRATION=$DATA/swift/val-original.jsonl TASK2_ARGS="--limit $TASK2_LIMIT --calibration-limit 16 \
                --grid 4 --probe-tokens 16 --grounding-tokens 32" ;;
-    infer_logprobs) stage infer_logprobs check_logprobs ;;
-    infer_lora)     stage infer_lora lora_direct ;;
-    kill_parent)    stage kill_parent kill_mid_run parent ;;
-    kill_group)     SETSID=1 stage kill_group kill_mid_run group ;;
-    too_long)       stage too_long expect_one_line_error too_long --max-model-len 256 --max-pixels 200704 ;;
-    kv_too_big)     stage kv_too_big expect_one_line_error kv_too_big --max-model-len 32768 \
-                      --gpu-memory-utilization 0.13 ;;
-    *) say "unknown stage $1"; return 2 ;;   # (names are checked at the start)
+    infer_logprobs) check_logprobs ;;
+    infer_lora)     lora_direct ;;
+    kill_parent)    kill_mid_run parent ;;
+    kill_group)     SETSID=1 kill_mid_run group ;;
+    too_long)       expect_one_line_error too_long --max-model-len 256 --max-pixels 200704 ;;
+    kv_too_big)     expect_one_line_error kv_too_big --max-model-len 32768 --gpu-memory-utilization 0.13 ;;
   esac
 }
 
-STAGES=${*:-${DEFAULT_STAGES[*]}}
+STAGES=("$@")
+[ $# -gt 0 ] || STAGES=("${DEFAULT_STAGES[@]}")
 failed=0
-for s in $STAGES; do
-  run_stage "$s" || { failed=1; [ -n "${KEEP_GOING:-}" ] || break; }
+for name in "${STAGES[@]}"; do
+  stage_skipped "$name" && continue
+  timed_stage "$name" run_stage "$name" && continue
+  stage_failed "$name" $?
+  failed=1; [ -n "${KEEP_GOING:-}" ] || break
 done
 cp "$PREDS"/*.timing.json "$E2E"/reports/task1/*.json "$RESULTS"/ 2>/dev/null
-mkdir -p "$RESULTS/logs" && cp "$E2E"/logs/* "$RESULTS/logs/" 2>/dev/null
-say "stage times (s, rc) in $RESULTS/stage_times.tsv:"
+mkdir -p "$RESULTS/logs" && cp "$LOGS"/* "$RESULTS/logs/" 2>/dev/null
+say "stage times in $RESULTS/stage_times.tsv:"
 column -t "$RESULTS/stage_times.tsv" 2>/dev/null || cat "$RESULTS/stage_times.tsv"
 [ -z "${TARBALL:-}" ] || tar -czf "$TARBALL" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"  # one file to fetch
 exit $failed

@@ -27,12 +27,14 @@
 # failed (its log's end is printed), 2 = bad arguments (one line, nothing run).
 # baseline, score and numbers score METEOR: they need NLTK's WordNet and punkt_tab (<repo>/.nltk_data, or NLTK_DATA);
 # without them the script stops there with one line (exit 2), after the stages before them ran.
-# Stage times: $RESULTS/stage_times.tsv (stage, seconds, exit code, invocation). With OUT set (the GPU machine's
-# output folder), RESULTS is packed into $OUT/learned_results.tgz at the end of every invocation.
+# Stage times: $RESULTS/stage_times.tsv (bench/gpu/stages.sh: stage, seconds, exit_code, invocation, start, end,
+# fresh). With OUT set (the GPU machine's output folder), RESULTS is packed into $OUT/learned_results.tgz at the end of
+# every invocation.
 # Variables (default):
 #   W (/tmp/learned) work folder: data, model, run, predictions, state. RESULTS ($W/results) small files to keep.
 #   PY (python3) the Python holding the stack; MAKE_SETUP (SETUP=none) how make finds it.
-#   STACK (empty) wheel folders for bench/gpu/install_stack.sh, installed when ms-swift is not importable.
+#   STACK (empty) wheel folders (stashed in $W/kit, then bench/gpu/install_stack.sh) installed when ms-swift is not
+#   importable; SITE (/tmp/site) where they go.
 #   BUDGET (540) seconds for this invocation; SFT_MAX_S (none) at most this many seconds of training in it.
 #   SIZE (small), DEVICE (cuda), RECIPE (recipes/qwen2_5_vl/132M_full_scratch.args), MAX_PIXELS (the recipe's).
 #   IMAGES_N (5000), QA_PER_IMAGE (8), TEST_FRACTION (0.2), WORKERS (the CPU count).
@@ -40,6 +42,8 @@
 #   MAX_NEW_TOKENS (64), CALIBRATION_ROWS (2000), SFT_ARGS, INFER_ARGS, TASK2_ARGS (extra flags of each target).
 set -uo pipefail
 SCRIPT=bench/gpu/learned.sh
+# shellcheck source=bench/gpu/stages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stages.sh"   # fail need_int say left, the stage runs and their times
 STAGES_ALL=(data prepare grounding model untrained sft export infer_test infer_test_aug infer_task2 infer_val baseline
             score submit2 numbers)
 # Expected seconds of each stage on one H200 with 16 cores (docs/benchmarks.md; estimates until measured): a stage
@@ -58,11 +62,6 @@ MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}; CALIBRATION_ROWS=${CALIBRATION_ROWS:-2000}
 SFT_ARGS=${SFT_ARGS:-}; INFER_ARGS=${INFER_ARGS:-}; TASK2_ARGS=${TASK2_ARGS:-}; SITE=${SITE:-/tmp/site}
 
 # ---------------------------------------------------------------- argument checks (before anything runs)
-fail() { echo "error: $SCRIPT: $1: ${*:2}" >&2; exit 2; }
-need_int() {  # NAME MIN: the variable must be an integer >= MIN
-  local value=${!1}
-  [[ $value =~ ^[0-9]+$ ]] && (( 10#$value >= $2 )) || fail "$1" "must be an integer >= $2, got '$value'"
-}
 need_int BUDGET 60; need_int IMAGES_N 2; need_int QA_PER_IMAGE 3; need_int WORKERS 1; need_int MAX_NEW_TOKENS 1
 need_int CALIBRATION_ROWS 0
 [ -z "$SFT_MAX_S" ] || need_int SFT_MAX_S 1
@@ -93,17 +92,16 @@ need_int MAX_PIXELS 3136
 # ---------------------------------------------------------------- set-up
 export MAX_PIXELS HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-mkdir -p "$W/state" "$W/logs" "$RESULTS" || fail W "cannot create '$W'"
+STATE=$W/state; LOGS=$W/logs; KIT=$W/kit
+HIGHLIGHTS="^error|^sft: |wrote [0-9]+ predictions|^\{\"bleu|built and validated|deadline reached|length check"
+mkdir -p "$STATE" "$LOGS" "$RESULTS" || fail W "cannot create '$W'"
 SYN=$W/synthetic; DATA=$W/prepared; BASE=$W/base; RUN=$W/run; PREDS=$W/preds; REPORTS=$W/reports
 M="make --no-print-directory $MAKE_SETUP PY=$PY"
 COMMON="RUN=$RUN DATA=$DATA NAME=learned MAX_NEW_TOKENS=$MAX_NEW_TOKENS SUBMISSION_BUILD=$W/submission BACKEND=$BACKEND"
-T0=$(date +%s); INVOCATION=$T0
-say() { echo "[learned $(( $(date +%s) - T0 ))s] $*"; }
-left() { echo $(( T0 + BUDGET - $(date +%s) )); }
 
 pack() {  # every invocation's end: stage times and small results travel back (the model does not)
   mkdir -p "$RESULTS/logs"
-  for f in "$W"/logs/*.log; do [ -e "$f" ] && tail -c 200000 "$f" > "$RESULTS/logs/$(basename "$f")"; done
+  for f in "$LOGS"/*.log; do [ -e "$f" ] && tail -c 200000 "$f" > "$RESULTS/logs/$(basename "$f")"; done
   if [ -n "${OUT:-}" ]; then
     tar -czf "$OUT/learned_results.tgz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" \
       && say "packed $OUT/learned_results.tgz"
@@ -112,11 +110,8 @@ pack() {  # every invocation's end: stage times and small results travel back (t
 trap pack EXIT
 
 if ! "$PY" -c 'import swift' 2> /dev/null && [ -n "$STACK" ]; then   # a fresh machine: install the carried wheels
-  s=$(date +%s)
   say "ms-swift not importable: installing the stack from $STACK"
-  SITE=$SITE PY=$PY bash bench/gpu/install_stack.sh $STACK > "$W/logs/stack.log" 2>&1 \
-    || { tail -20 "$W/logs/stack.log"; exit 1; }
-  printf 'stack\t%s\t0\t%s\n' $(( $(date +%s) - s )) "$INVOCATION" >> "$RESULTS/stage_times.tsv"
+  install_kits || { say "installing the wheels failed (above; $LOGS/stack.log)"; exit 1; }
 fi
 # shellcheck disable=SC1091
 [ -f "$SITE/stack_env.sh" ] && source "$SITE/stack_env.sh"
@@ -125,7 +120,7 @@ fi
 if [ "$BACKEND" = vllm ] && ! "$PY" -c 'import vllm' 2> /dev/null; then   # only if a stage left to run needs it
   for s in "${STAGES[@]}"; do
     if [[ " untrained infer_test infer_test_aug infer_task2 infer_val submit2 " == *" $s "* ]] \
-        && { [ ! -f "$W/state/$s.done" ] || [ -n "${FORCE:-}" ]; }; then
+        && { [ ! -f "$STATE/$s.done" ] || [ -n "${FORCE:-}" ]; }; then
       fail BACKEND "vllm is not importable by '$PY' (install the vLLM kit, or BACKEND=transformers)"
     fi
   done
@@ -193,33 +188,22 @@ for resource in ('corpora/wordnet', 'tokenizers/punkt_tab/english/'):
     nltk.data.find(resource)" 2> /dev/null
 }
 
+# ---------------------------------------------------------------- the stages, in order
 for name in "${STAGES[@]}"; do
-  if [ -f "$W/state/$name.done" ] && [ -z "${FORCE:-}" ]; then say "skip $name (done)"; continue; fi
+  stage_skipped "$name" && continue
   if [[ " baseline score numbers " == *" $name "* ]] && ! nltk_ready; then
     fail NLTK_DATA "METEOR's WordNet and punkt_tab are not found for stage $name (carry .nltk_data: make setup" \
       "writes it)"
   fi
-  if (( $(left) < NEED[$name] )); then
-    say "$name needs ~${NEED[$name]} s, $(left) s of BUDGET=$BUDGET left: stopping here; run again (the next call)" \
+  out_of_time "$name" "${NEED[$name]}" && exit 3
+  timed_stage "$name" run_stage "$name"
+  rc=$?
+  if [ $rc = 3 ]; then
+    say "$name stopped at the deadline after ${STAGE_SECONDS}s (a checkpoint is saved): run again (the next call)" \
       "to continue"
     exit 3
-  fi
-  say "$name"
-  s=$(date +%s)
-  run_stage "$name" > "$W/logs/$name.log" 2>&1
-  rc=$?
-  secs=$(( $(date +%s) - s ))
-  printf '%s\t%s\t%s\t%s\n' "$name" "$secs" "$rc" "$INVOCATION" >> "$RESULTS/stage_times.tsv"
-  grep -E "^error|^sft: |wrote [0-9]+ predictions|^\{\"bleu|built and validated|deadline reached|length check" \
-    "$W/logs/$name.log" | tail -5 | cut -c1-300
-  if [ $rc = 0 ]; then
-    touch "$W/state/$name.done"; say "$name done in ${secs}s"
-  elif [ $rc = 3 ]; then
-    say "$name stopped at the deadline after ${secs}s (a checkpoint is saved): run again (the next call) to continue"
-    exit 3
-  else
-    say "$name FAILED (exit $rc) after ${secs}s; the end of $W/logs/$name.log:"; tail -30 "$W/logs/$name.log"
-    exit 1
+  elif [ $rc != 0 ]; then
+    stage_failed "$name" $rc; exit 1
   fi
 done
 say "every stage done: $RESULTS/learned.md"

@@ -21,9 +21,9 @@ import argparse
 import json
 import shutil
 import sys
-from collections import defaultdict
 from pathlib import Path
 
+from bench.gpu.stage_times import read_stage_times
 from common.errors import InputError, cli_main
 from common.io import atomic_open, read_jsonl, write_json
 
@@ -147,20 +147,15 @@ def data_sizes(work: Path) -> dict:
 
 
 def stage_times(out: Path) -> dict:
-    path = out / 'stage_times.tsv'
-    times: dict = defaultdict(lambda: {'seconds': 0, 'runs': 0, 'last_exit': None})
-    invocations = set()
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            parts = line.split('\t')
-            if len(parts) >= 3 and parts[1].isdigit():
-                t = times[parts[0]]
-                t['seconds'] += int(parts[1])
-                t['runs'] += 1
-                t['last_exit'] = int(parts[2]) if parts[2].lstrip('-').isdigit() else parts[2]
-                invocations.update(parts[3:4])
-    return {'stages': dict(times), 'total_seconds': sum(t['seconds'] for t in times.values()),
-            'invocations': len(invocations)}
+    rows = read_stage_times(out / 'stage_times.tsv')
+    times: dict = {}
+    for row in rows:
+        t = times.setdefault(row['stage'], {'seconds': 0, 'runs': 0, 'last_exit': None})
+        t['seconds'] += row['seconds']
+        t['runs'] += 1
+        t['last_exit'] = row['rc']
+    return {'stages': times, 'total_seconds': sum(t['seconds'] for t in times.values()),
+            'invocations': len({row['invocation'] for row in rows})}
 
 
 def collect(work: Path, out: Path) -> dict:

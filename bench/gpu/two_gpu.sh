@@ -37,14 +37,15 @@
 # there from scratch. Exit 0 = every stage named is done, 3 = run again (the next call), 1 = a stage failed (its log's
 # end is printed), 2 = bad arguments (one line; nothing runs when they are found before the first stage).
 # State: $W/state/<stage>.done (a rerun skips it; FORCE=1 redoes the named stages from scratch). Stage times:
-# $RESULTS/stage_times.tsv (stage, seconds, exit code, invocation, start, end: Unix times, 1 = a fresh start, 0 = a
-# resumed one). With OUT set (the GPU
-# machine's output folder), RESULTS is packed into $OUT/two_gpu_results.tgz at the end of every invocation.
+# $RESULTS/stage_times.tsv (bench/gpu/stages.sh: stage, seconds, exit_code, invocation, start, end, fresh: 1 = a fresh
+# start, 0 = a resumed one). With OUT set (the GPU machine's output folder), RESULTS is packed into
+# $OUT/two_gpu_results.tgz at the end of every invocation.
 #
 # Wheels: STACK=DIR... (e.g. the carried .kit/a .kit/d). Each DIR is first copied to $W/kit (a carried folder need not
 # outlive its call; /tmp does while the machine stays warm), then every kit folder not yet installed goes through
-# bench/gpu/install_stack.sh: plain wheels at once, a split wheel (NAME.whl.part0 .part1 ... + NAME.whl.sha256) once
-# all its pieces are here (carry .kit/b in one call and .kit/c in the next). $SITE/stack_env.sh is sourced each time.
+# bench/gpu/install_stack.sh (install_kits, bench/gpu/stages.sh): plain wheels at once, a split wheel (NAME.whl.part0
+# .part1 ... + NAME.whl.sha256) once all its pieces are here (carry .kit/b in one call and .kit/c in the next).
+# $SITE/stack_env.sh is sourced each time.
 #
 # Variables (default): W (/tmp/two_gpu) work folder; RESULTS ($W/results) small files to keep; PY (python3);
 #   MAKE_SETUP (SETUP=none); STACK (none); SITE (/tmp/site); BUDGET (540); DEVICE (cuda; cpu = plumbing checks on
@@ -56,6 +57,8 @@
 #   expected times a stage needs to start; small values let a CPU check cut and resume stages).
 set -uo pipefail
 SCRIPT=bench/gpu/two_gpu.sh
+# shellcheck source=bench/gpu/stages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stages.sh"   # fail need_int say left, the stage runs and their times, wheels
 STAGES_ALL=(model data infer_1gpu infer_dp2 infer_tp2 infer_1gpu_warm submit2_1gpu submit2_2gpu sft_1gpu sft_zero2
             sft_ddp2 sft_1gpu_bf16 e2e_1gpu e2e_2gpu)
 declare -A ISSUE=([model]=all [data]=22-24 [infer_1gpu]=22 [infer_dp2]=22 [infer_tp2]=22 [infer_1gpu_warm]=22
@@ -97,11 +100,6 @@ SFT_WARMUP=${SFT_WARMUP:-4}; INFER_ARGS=${INFER_ARGS:-}; TASK2_ARGS=${TASK2_ARGS
 NEED_SCALE=${NEED_SCALE:-100}
 
 # ---------------------------------------------------------------- argument checks (before anything runs)
-fail() { echo "error: $SCRIPT: $1: ${*:2}" >&2; exit 2; }
-need_int() {  # NAME MIN: the variable must be an integer >= MIN
-  local value=${!1}
-  [[ $value =~ ^[0-9]+$ ]] && (( 10#$value >= $2 )) || fail "$1" "must be an integer >= $2, got '$value'"
-}
 need_int BUDGET 60; need_int N_ITEMS 1; need_int VAL_ROWS 1; need_int WORKERS 1; need_int MAX_NEW_TOKENS 1
 need_int SFT_BATCH 1; need_int SFT_STEPS 2; need_int SFT_WARMUP 1; need_int NEED_SCALE 0
 (( 10#$SFT_WARMUP < 10#$SFT_STEPS )) || fail SFT_WARMUP "must be below SFT_STEPS ($SFT_STEPS), got '$SFT_WARMUP'"
@@ -158,12 +156,10 @@ need_int MAX_PIXELS 3136
 export MAX_PIXELS HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONUNBUFFERED=1
 # NVLink multicast stays off on this host (a program using it can take the host's GPUs out of service)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-PREDS=$W/preds; KIT=$W/kit
+STATE=$W/state; LOGS=$W/logs; KIT=$W/kit; PREDS=$W/preds
+HIGHLIGHTS="^error|timing \[|wrote [0-9]+ predictions|built and validated|\[bench\] perf|FAILED|done in"
 M="make --no-print-directory $MAKE_SETUP PY=$PY"
 if [ "$DEVICE" = cuda ]; then ONE=0; TWO=0,1; DP_ARGS=; else ONE=; TWO=; DP_ARGS="--workers 2"; fi
-T0=$(date +%s); INVOCATION=$T0
-say() { echo "[two_gpu $(( $(date +%s) - T0 ))s] $*"; }
-left() { echo $(( T0 + BUDGET - $(date +%s) )); }
 within() {  # the command and everything it starts (one process group) get SIGTERM at the deadline, SIGKILL 30 s on
   if [ -n "${PLAN:-}" ]; then printf '%q ' "$@"; echo; return 0; fi   # PLAN=1: show it, run nothing
   local secs; secs=$(left); (( secs > 0 )) || secs=1   # (timeout 0 would mean no limit)
@@ -175,7 +171,7 @@ words() { local IFS=' '; echo "$*"; }   # flags joined by single spaces (empty p
 SAMPLER=
 pack() {  # every invocation's end: comparisons, the summary, small results travel back (models and predictions not)
   [ -z "$SAMPLER" ] || kill "$SAMPLER" 2> /dev/null
-  for f in "$W"/logs/*.log; do [ -e "$f" ] && tail -c 200000 "$f" > "$RESULTS/logs/$(basename "$f")"; done
+  for f in "$LOGS"/*.log; do [ -e "$f" ] && tail -c 200000 "$f" > "$RESULTS/logs/$(basename "$f")"; done
   find "$RESULTS" -name '*.log' -size +200k | while read -r f; do   # e2e.sh copies whole logs: their ends suffice
     tail -c 200000 "$f" > "$f.tail" && mv "$f.tail" "$f"; done
   mkdir -p "$RESULTS/infer" "$RESULTS/task2"
@@ -184,8 +180,8 @@ pack() {  # every invocation's end: comparisons, the summary, small results trav
     && "$PY" -m bench.gpu.compare_preds preds/submit2_1gpu/task2_val-original.jsonl \
          preds/submit2_2gpu/task2_val-original.jsonl --label submit2_2gpu_task1 \
          --out "$RESULTS/task2/compare_task1_answers.json" > /dev/null 2>> "$RESULTS/logs/compare.log"
-  "$PY" -m bench.gpu.two_gpu_summary "$RESULTS" > "$W/logs/summary.out" 2>&1 \
-    || { echo "summary failed:"; tail -5 "$W/logs/summary.out"; }
+  "$PY" -m bench.gpu.two_gpu_summary "$RESULTS" > "$LOGS/summary.out" 2>&1 \
+    || { echo "summary failed:"; tail -5 "$LOGS/summary.out"; }
   if [ -n "${OUT:-}" ]; then
     tar -czf "$OUT/two_gpu_results.tgz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" \
       && say "packed $OUT/two_gpu_results.tgz"
@@ -202,39 +198,6 @@ compare() {  # base-pred stage...: each stage's predictions against the base's, 
   done
 }
 
-stash_and_install() {  # STACK folders -> $W/kit; install every kit folder whose wheels are complete and not installed
-  local dir dest todo=() first name sha pieces
-  for dir in $STACK; do
-    dest=$KIT/$(basename "$dir"); mkdir -p "$dest"; cp -p "$dir"/* "$dest"/ || return 1
-    rm -f "$dest/.installed"; say "stashed $dir in $dest"
-  done
-  for dir in "$KIT"/*/; do
-    dir=${dir%/}
-    [ -f "$dir/.installed" ] || ! compgen -G "$dir/*.whl" > /dev/null || todo+=("$dir")
-  done
-  for first in "$KIT"/*/*.whl.part0; do   # a split wheel: installable once the joined pieces match its sha256
-    [ -e "$first" ] || continue
-    name=$(basename "$first" .part0)
-    [ -f "$KIT/.$name.installed" ] && continue
-    pieces=$(ls "$KIT"/*/"$name".part* 2> /dev/null | awk -F'.part' '{print $NF, $0}' | sort -n | cut -d' ' -f2-)
-    sha=$(ls "$KIT"/*/"$name".sha256 2> /dev/null | head -1)
-    if [ -n "$sha" ] && [ "$(cat $pieces | sha256sum | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$sha")" ]; then
-      for dir in $(dirname $pieces | sort -u); do [[ " ${todo[*]} " == *" $dir "* ]] || todo+=("$dir"); done
-      touch "$KIT/.$name.pending"
-    else
-      say "$name: $(echo $pieces | wc -w) piece(s) here, not all of them yet (carry the next piece in the next call)"
-    fi
-  done
-  [ ${#todo[@]} -gt 0 ] || return 0
-  say "installing ${todo[*]}"
-  local s=$(date +%s)
-  SITE=$SITE PY=$PY bash bench/gpu/install_stack.sh "${todo[@]}" >> "$W/logs/stack.log" 2>&1 \
-    || { tail -20 "$W/logs/stack.log"; return 1; }
-  for dir in "${todo[@]}"; do touch "$dir/.installed"; done
-  for f in "$KIT"/.*.pending; do [ -e "$f" ] && mv "$f" "${f%.pending}.installed"; done
-  printf 'stack\t%s\t0\t%s\t%s\t%s\t1\n' $(( $(date +%s) - s )) "$INVOCATION" "$s" "$(date +%s)" \
-    >> "$RESULTS/stage_times.tsv"
-}
 # ---------------------------------------------------------------- stages
 sampler_start() {  # GPU utilisation and memory every second while a stage runs (both GPUs busy = data-parallel)
   [ "$DEVICE" = cuda ] || return 0
@@ -341,9 +304,9 @@ if [ -n "${PLAN:-}" ]; then
 fi
 
 # ---------------------------------------------------------------- set-up
-mkdir -p "$W/state" "$W/logs" "$W/kit" "$RESULTS/logs" "$RESULTS/sft" "$PREDS" || fail W "cannot create '$W'"
+mkdir -p "$STATE" "$LOGS" "$KIT" "$RESULTS/logs" "$RESULTS/sft" "$PREDS" || fail W "cannot create '$W'"
 trap pack EXIT
-stash_and_install || { say "installing the wheels failed (above; $W/logs/stack.log)"; exit 1; }
+install_kits || { say "installing the wheels failed (above; $LOGS/stack.log)"; exit 1; }
 # shellcheck disable=SC1091
 [ -f "$SITE/stack_env.sh" ] && source "$SITE/stack_env.sh"
 "$PY" -c 'import swift' 2> /dev/null \
@@ -367,46 +330,29 @@ EOF
 
 # ---------------------------------------------------------------- the stages, in order
 for name in "${STAGES[@]}"; do
-  if [ -f "$W/state/$name.done" ] && [ -z "${FORCE:-}" ]; then say "skip $name (done)"; continue; fi
+  stage_skipped "$name" && continue
   if [[ $NEEDS_VLLM == *" $name "* ]] && [ "$BACKEND" = vllm ] \
       && ! "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("vllm") is None)' 2> /dev/null; then
     fail BACKEND "vllm is not importable by '$PY' for stage $name (carry the vLLM kit: .kit/b, then .kit/c)"
   fi
-  if (( $(left) < NEED[$name] * NEED_SCALE / 100 )); then
-    say "$name needs ~${NEED[$name]} s, $(left) s of BUDGET=$BUDGET left: stopping here; run again (the next call)"
-    exit 3
+  out_of_time "$name" $(( NEED[$name] * NEED_SCALE / 100 )) && exit 3
+  if [[ $RESUMABLE != *" $name "* ]] || [ ! -f "$STATE/$name.started" ] || [ -n "${FORCE:-}" ]; then
+    clean "$name"; rm -f "$STATE/$name.started"   # a fresh measurement (its row says fresh = 1)
   fi
-  rm -f "$W/state/$name.done"
-  fresh=0
-  if [[ $RESUMABLE != *" $name "* ]] || [ ! -f "$W/state/$name.started" ] || [ -n "${FORCE:-}" ]; then
-    clean "$name"; fresh=1
-  fi
-  touch "$W/state/$name.started"
-  say "$name"
-  echo "=== invocation $INVOCATION, $(date -u +%FT%TZ)" >> "$W/logs/$name.log"
   sampler_start "$name"
-  s=$(date +%s)
-  run_stage "$name" >> "$W/logs/$name.log" 2>&1
+  timed_stage "$name" run_stage "$name"
   rc=$?
-  e=$(date +%s)
   sampler_stop
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" $(( e - s )) "$rc" "$INVOCATION" "$s" "$e" "$fresh" \
-    >> "$RESULTS/stage_times.tsv"
   collect "$name"
-  grep -E "^error|timing \[|wrote [0-9]+ predictions|built and validated|\[bench\] perf|FAILED|ok in" \
-    "$W/logs/$name.log" | tail -4 | cut -c1-300
-  if [ $rc = 0 ]; then
-    touch "$W/state/$name.done"; rm -f "$W/state/$name.started"; say "$name done in $(( e - s ))s"
-  elif [ $rc = 124 ] || [ $rc = 137 ]; then
+  if [ $rc = 124 ] || [ $rc = 137 ]; then
     if [[ $RESUMABLE == *" $name "* ]]; then
-      say "$name stopped at the deadline after $(( e - s ))s: run again (the next call) to continue"
+      say "$name stopped at the deadline after ${STAGE_SECONDS}s: run again (the next call) to continue"
     else
-      say "$name cut at the deadline after $(( e - s ))s: run again (the next call); it restarts from scratch"
+      say "$name cut at the deadline after ${STAGE_SECONDS}s: run again (the next call); it restarts from scratch"
     fi
     exit 3
-  else
-    say "$name FAILED (exit $rc) after $(( e - s ))s; the end of $W/logs/$name.log:"; tail -30 "$W/logs/$name.log"
-    exit 1
+  elif [ $rc != 0 ]; then
+    stage_failed "$name" $rc; exit 1
   fi
 done
 say "every stage named is done: $RESULTS/two_gpu.md"

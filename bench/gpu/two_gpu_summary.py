@@ -4,8 +4,8 @@ ratios against the issues' targets.
     python -m bench.gpu.two_gpu_summary RESULTS [--out RESULTS/two_gpu.json] [--md RESULTS/two_gpu.md]
 
 Reads what the script leaves in RESULTS (every part is optional: a stage not run yet is left out):
-- stage_times.tsv: stage, seconds, exit code, invocation, start, end (Unix times), fresh (1: the stage started from
-  scratch, 0: it continued), one line per stage run;
+- stage_times.tsv (bench/gpu/stages.sh's layout, bench.gpu.stage_times): one line per stage run, its seconds, exit
+  code, invocation, start and end, fresh (1: the stage started from scratch, 0: it continued);
 - infer/<stage>.timing.json (+ .timing.<rank>.json per data-parallel worker) and infer/compare_<stage>.json
   (issue 22). Items/s while generating: one process's `stream.items_per_s`; with workers, all rows over the window
   from the first hand-over to the last row of any worker (workers start together; each one's stream times are offset
@@ -14,7 +14,7 @@ Reads what the script leaves in RESULTS (every part is optional: a stage not run
   `make infer` of `make submit-task2` ended), WORK/timings.jsonl (the build's stages), report.json (issue 23).
   Seconds are counted inside the stage's invocations only (a run continued over several calls has gaps);
 - sft/perf_<stage>.json (bench_perf, steady window) and sft/<stage>.logging.jsonl (issue 24), param_count.json (MFU);
-- e2e_1gpu/stage_times.tsv, e2e_2gpu/stage_times.tsv (bench/gpu/e2e.sh; issue 25);
+- e2e_1gpu/stage_times.tsv, e2e_2gpu/stage_times.tsv (bench/gpu/e2e.sh, the same layout; issue 25);
 - gpu.txt, versions.txt, smi/<stage>.csv (GPU utilisation each second).
 Targets: data-parallel inference >= 1.9x one GPU, Subtask 2 >= 1.8x, ZeRO-2 scaling >= 90 %.
 """
@@ -26,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.gpu.stage_times import read_stage_times
 from bench.gpu.summarize import flops_per_sample
 from bench.task2_bench import stage_times
 from common.errors import InputError, cli_main
@@ -54,16 +55,6 @@ def _ratio(a, b) -> float | None:
 
 def verdict(value: float | None, target: float) -> str:
     return 'not measured' if value is None else ('met' if value >= target else 'NOT met')
-
-
-def read_stage_times(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        cells = line.split('\t')
-        if len(cells) >= 7:
-            rows.append({'stage': cells[0], 'seconds': int(cells[1]), 'rc': int(cells[2]), 'invocation': cells[3],
-                         'start': int(cells[4]), 'end': int(cells[5]), 'fresh': cells[6] == '1'})
-    return rows
 
 
 def gpu_use(path: Path) -> dict | None:
@@ -312,15 +303,11 @@ def issue24_md(d: dict) -> list[str]:
 def e2e_times(path: Path) -> dict[str, dict]:
     """Per e2e.sh stage: the last successful run's seconds (else the last run's, marked failed) and the run count."""
     out: dict[str, dict] = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        cells = line.split('\t')
-        if len(cells) < 3:
-            continue
-        stage, secs, rc = cells[0], int(cells[1]), int(cells[2])
-        entry = out.setdefault(stage, {'runs': 0})
+    for t in read_stage_times(path):
+        entry = out.setdefault(t['stage'], {'runs': 0})
         entry['runs'] += 1
-        if rc == 0 or entry.get('rc', 1) != 0:
-            entry.update(seconds=secs, rc=rc)
+        if t['rc'] == 0 or entry.get('rc', 1) != 0:
+            entry.update(seconds=t['seconds'], rc=t['rc'])
     return out
 
 
