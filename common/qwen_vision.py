@@ -34,15 +34,22 @@ def image_tokens(width: int, height: int, max_pixels: int = MAX_PIXELS) -> int:
 
 # ms-swift turns MAX_PIXELS into IMAGE_MAX_TOKEN_NUM (and MIN_PIXELS into IMAGE_MIN_TOKEN_NUM) in os.environ the first
 # time it loads a Qwen-VL processor, and from then on the token count wins over MAX_PIXELS, in this process and in
-# every child that inherits the environment.
+# every child that inherits the environment. It also copies the budget into qwen_vl_utils' module constants, which
+# resize every image, once per process (patch_qwen_vl_utils, guarded by `vision_process._patch`).
 DERIVED_TOKEN_VARS = ('IMAGE_MAX_TOKEN_NUM', 'IMAGE_MIN_TOKEN_NUM')
 
 
 def use_image_budget(max_pixels: int | None, env=None) -> None:
-    """Set MAX_PIXELS for ms-swift in `env` (default os.environ) and drop token counts derived from an earlier value."""
+    """Set MAX_PIXELS for ms-swift in `env` (default os.environ) and drop token counts derived from an earlier value;
+    in this process, the next processor ms-swift loads copies the new budget into qwen_vl_utils again."""
     import os
+    import sys
+    this_process = env is None
     env = os.environ if env is None else env
     if max_pixels:
         env['MAX_PIXELS'] = str(int(max_pixels))
         for name in DERIVED_TOKEN_VARS:
             env.pop(name, None)
+        vision_process = sys.modules.get('qwen_vl_utils.vision_process')
+        if this_process and vision_process is not None and hasattr(vision_process, '_patch'):
+            del vision_process._patch   # else a second model in this process keeps the first one's budget

@@ -52,3 +52,27 @@ def test_use_image_budget_drops_token_counts_ms_swift_derived_earlier():
     assert env == {'MAX_PIXELS': '12544', 'OTHER': 'x'}
     use_image_budget(None, env)
     assert env == {'MAX_PIXELS': '12544', 'OTHER': 'x'}
+
+
+def test_a_new_budget_reaches_the_next_processor_in_the_same_process(tiny_model_dir):
+    """ms-swift copies the budget into qwen_vl_utils once per process; after use_image_budget the next processor it
+    loads must resize with the new one (a fresh process: the copy is per process, whatever ran before in pytest's)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = f"""
+from PIL import Image
+from swift.model import get_processor
+from common.qwen_vision import use_image_budget
+from qwen_vl_utils import vision_process
+sizes = []
+for budget in (28 * 28 * 64, 28 * 28 * 16):
+    use_image_budget(budget)
+    get_processor({str(tiny_model_dir)!r}, model_type='qwen2_5_vl')
+    sizes.append(vision_process.fetch_image({{'image': Image.new('RGB', (600, 500))}}).size)
+print(sizes)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, '-c', code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == '[(224, 196), (112, 84)]'   # 8 x 7 then 4 x 3 image tokens
