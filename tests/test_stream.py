@@ -316,10 +316,12 @@ def model_with_budget(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_vllm_encoding_in_workers_equals_training_image_tokens(model_with_budget, tmp_path):
+def test_vllm_encoding_in_workers_equals_training_image_tokens(model_with_budget, tmp_path, monkeypatch):
     from PIL import Image
 
-    from common.qwen_vision import use_image_budget
+    from common.qwen_vision import DERIVED_TOKEN_VARS, use_image_budget
+    for name in ('MAX_PIXELS', *DERIVED_TOKEN_VARS):   # put back after the test: the budget set below is this test's
+        monkeypatch.delenv(name, raising=False)
     from common.run_env import image_budget
     from inference.predict import load_inputs
     from inference.stream import Prefetcher

@@ -104,9 +104,23 @@ def test_incomplete_folder_is_rebuilt(tmp_path):
 
 # ---------------------------------------------------------------- Qwen3-VL and Gemma 3 (MedGemma)
 def swift_prompt_ids(model_dir: Path, model_type: str, image: Path, system: str | None = None) -> list[int]:
-    """What ms-swift's template (the one training and inference use) feeds the model for one image question."""
+    """What ms-swift's template (the one training and inference use) feeds the model for one image question, under
+    the image budget the model was built with (set as our code sets it, and put back afterwards)."""
+    import os
+
     from swift import InferRequest, get_processor, get_template
-    template = get_template(get_processor(str(model_dir), model_type=model_type), template_type=model_type)
+
+    from common.qwen_vision import DERIVED_TOKEN_VARS, use_image_budget
+    saved = {name: os.environ.get(name) for name in ('MAX_PIXELS', *DERIVED_TOKEN_VARS)}
+    use_image_budget(json.loads((model_dir / 'BUILD_INFO.json').read_text())['image_max_pixels'])
+    try:
+        template = get_template(get_processor(str(model_dir), model_type=model_type), template_type=model_type)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     template.set_mode('transformers')
     messages = ([{'role': 'system', 'content': system}] if system else []) + [
         {'role': 'user', 'content': '<image>Is there a polyp?'}]
