@@ -24,6 +24,14 @@ class InputError(Exception):
         super().__init__(': '.join(parts))
 
 
+def require_positive(args, names) -> None:
+    """Each named command-line value that is given must be >= 1; the first that is not is one line naming its flag."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
+
+
 def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
     """Decorate a CLI entry point: InputError -> `error: ...` on stderr and exit code 2."""
 

@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.errors import InputError, cli_main
+from common.errors import InputError, cli_main, require_positive
 from common.hub import use_hub_defaults
 from common.io import write_json
 from common.procs import die_with_spawning_parent, mark_parent
@@ -122,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model:
         raise InputError('give the model folder or hub id', field='--model')
     image = check_request(args.image, args.question, args.max_new_tokens)
-    for name in ('grid', 'probe_tokens', 'grounding_tokens', 'occlusion_max_pixels', 'max_pixels'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
+    require_positive(args, ('grid', 'probe_tokens', 'grounding_tokens', 'occlusion_max_pixels', 'max_pixels'))
     check_model_path(args.model, '--model')
     if args.calibration_data:
         if not Path(args.calibration_data).is_file():

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.errors import InputError, cli_main
+from common.errors import InputError, cli_main, require_positive
 from common.hub import use_hub_defaults
 from common.io import exclusive_lock, read_jsonl, write_json
 from common.procs import die_with_parent, die_with_spawning_parent, mark_parent
@@ -433,11 +433,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument('--worker-rank', type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument('--worker-lines', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ('max_new_tokens', 'batch_size', 'max_pixels', 'max_model_len', 'tensor_parallel', 'workers',
-                 'limit'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
+    require_positive(args, ('max_new_tokens', 'batch_size', 'max_pixels', 'max_model_len', 'tensor_parallel',
+                            'workers', 'limit'))
     if args.encode_workers is not None and args.encode_workers < 0:
         raise InputError(f'must be >= 0, got {args.encode_workers}', field='--encode-workers')
     if args.gpu_memory_utilization is not None and not 0 < args.gpu_memory_utilization <= 1:

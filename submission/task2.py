@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.errors import InputError, cli_main
+from common.errors import InputError, cli_main, require_positive
 from common.io import atomic_dir, atomic_open, atomic_path, exclusive_lock, read_jsonl, write_json, write_jsonl
 from common.procs import die_with_parent
 from common.run_env import image_budget
@@ -325,11 +325,8 @@ def parse_args(argv=None):
         raise InputError('a --limit build is never uploaded: add --dry-run (DRY_RUN=1)', field='limit')
     if not args.min_effect > 0:
         raise InputError(f'must be > 0, got {args.min_effect}', field='--min-effect')
-    for name in ('grid', 'answer_tokens', 'probe_tokens', 'grounding_tokens', 'rewrite_tokens', 'occlusion_max_pixels',
-                 'batch_size', 'score_batch', 'workers', 'max_pixels', 'limit'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f'must be >= 1, got {value}', field='--' + name.replace('_', '-'))
+    require_positive(args, ('grid', 'answer_tokens', 'probe_tokens', 'grounding_tokens', 'rewrite_tokens',
+                            'occlusion_max_pixels', 'batch_size', 'score_batch', 'workers', 'max_pixels', 'limit'))
     return args
 
 

@@ -76,3 +76,12 @@ print(sizes)
     proc = subprocess.run([sys.executable, '-c', code], cwd=repo, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == '[(224, 196), (112, 84)]'   # 8 x 7 then 4 x 3 image tokens
+
+
+def test_require_positive_names_the_first_flag_below_one():
+    from argparse import Namespace
+
+    from common.errors import require_positive
+    require_positive(Namespace(grid=1, limit=None), ('grid', 'limit'))       # unset values are not checked
+    with pytest.raises(InputError, match=r'^--batch-size: must be >= 1, got 0$'):
+        require_positive(Namespace(grid=2, batch_size=0, limit=-1), ('grid', 'batch_size', 'limit'))
